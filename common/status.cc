@@ -1,5 +1,7 @@
 #include "common/status.h"
 
+#include <ostream>
+
 namespace patledger {
 
 std::string_view CodeName(Status::Code code) {
@@ -30,5 +32,7 @@ Status Status::WithContext(std::string_view context) const {
   if (ok()) return *this;
   return Status(code_, std::string(context) + ": " + message_);
 }
+
+std::ostream& operator<<(std::ostream& os, Status::Code code) { return os << CodeName(code); }
 
 }  // namespace patledger

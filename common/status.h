@@ -10,6 +10,7 @@
 #pragma once
 
 #include <expected>
+#include <iosfwd>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -65,6 +66,7 @@ class [[nodiscard]] Status {
 };
 
 std::string_view CodeName(Status::Code code);
+std::ostream& operator<<(std::ostream& os, Status::Code code);  // CodeName
 
 // A value or the Status saying why there is none. REQUIRES: the Status is not OK.
 template <typename T>
@@ -79,4 +81,11 @@ inline std::unexpected<Status> Err(Status s) { return std::unexpected<Status>(st
   do {                                         \
     ::patledger::Status _st = (expr);          \
     if (!_st.ok()) return _st;                 \
+  } while (0)
+
+// The same, in a function returning Result<T>.
+#define PATLEDGER_RETURN_ERR_IF_ERROR(expr)    \
+  do {                                         \
+    ::patledger::Status _st = (expr);          \
+    if (!_st.ok()) return ::patledger::Err(std::move(_st)); \
   } while (0)

@@ -1,0 +1,215 @@
+#include "ledger/record.h"
+
+#include <openssl/evp.h>
+#include <xxhash.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "ledger/format.h"
+
+namespace patledger::ledger {
+namespace {
+
+// OpenSSL 3 looks an algorithm up on every EVP_Digest call (~0.6 us, REFERENCE.md
+// §3); fetch SHA-256 once per process and keep one digest context per thread.
+const EVP_MD* Sha256() {
+  static const EVP_MD* const md = [] {
+    EVP_MD* m = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    if (m == nullptr) std::abort();  // no default provider: nothing can work
+    return m;
+  }();
+  return md;
+}
+
+struct CtxFree {
+  void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
+};
+
+EVP_MD_CTX* ThreadDigestContext() {
+  thread_local std::unique_ptr<EVP_MD_CTX, CtxFree> ctx(EVP_MD_CTX_new());
+  if (ctx == nullptr) std::abort();
+  return ctx.get();
+}
+
+}  // namespace
+
+ChainHash NextChain(const ChainHash& prev, std::span<const std::uint8_t> envelope) {
+  EVP_MD_CTX* ctx = ThreadDigestContext();
+  ChainHash out;
+  unsigned int len = 0;
+  // These fail only on allocation failure or a broken provider.
+  if (EVP_DigestInit_ex2(ctx, Sha256(), nullptr) != 1 ||
+      EVP_DigestUpdate(ctx, prev.data(), prev.size()) != 1 ||
+      EVP_DigestUpdate(ctx, envelope.data(), envelope.size()) != 1 ||
+      EVP_DigestFinal_ex(ctx, out.data(), &len) != 1 || len != out.size()) {
+    std::abort();
+  }
+  return out;
+}
+
+namespace internal {
+
+std::uint64_t Checksum(std::span<const std::uint8_t> envelope) {
+  return XXH3_64bits_withSeed(envelope.data(), envelope.size(), format::kChecksumSeed);
+}
+
+std::string Hex(std::span<const std::uint8_t> bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (std::uint8_t b : bytes) {
+    out.push_back(kDigits[b >> 4]);
+    out.push_back(kDigits[b & 15]);
+  }
+  return out;
+}
+
+namespace {
+
+std::string Hex64(std::uint64_t v) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out = "0x0000000000000000";
+  for (int i = 17; i >= 2; --i, v >>= 4) out[i] = kDigits[v & 15];
+  return out;
+}
+
+}  // namespace
+
+void RecordVerifier::Resync(std::uint64_t seq) {
+  // The record after `seq` is judged on its own.
+  expected_seq_ = seq + 1;
+  chain_known_ = false;
+  prev_txn_count_ = 0;
+}
+
+Status RecordVerifier::Damaged(std::uint64_t seq, std::string what) {
+  Resync(seq);
+  return Status::Corruption("seq " + std::to_string(seq) + ": " + what);
+}
+
+Status RecordVerifier::CheckPosition(std::uint64_t seq) {
+  if (seq == expected_seq_) return Status::OK();
+  const std::uint64_t expected = expected_seq_;
+  Status s = Damaged(expected, "gap (expected " + std::to_string(expected) + " found " +
+                                   std::to_string(seq) + ")");
+  expected_seq_ = seq;
+  return s;
+}
+
+Status RecordVerifier::MalformedKey(std::string_view key) {
+  const std::uint64_t seq = expected_seq_;
+  Status s = Damaged(seq, "malformed key of " + std::to_string(key.size()) + " bytes (" +
+                              Hex(AsBytes(key)) + "), expected " +
+                              std::to_string(format::kSeqKeySize));
+  expected_seq_ = seq;  // the key was not a record: still waiting for `seq`
+  return s;
+}
+
+Status CheckStoredValue(std::uint64_t seq, std::string_view value,
+                        std::vector<std::uint64_t>* aligned,
+                        std::span<const std::uint8_t>* bytes_out,
+                        const schema::Envelope** envelope) {
+  const std::string at = "seq " + std::to_string(seq) + ": ";
+  if (value.size() <= format::kChecksumSize) {
+    return Status::Corruption(at + "truncated value (" + std::to_string(value.size()) +
+                              " bytes; a record is an envelope and an " +
+                              std::to_string(format::kChecksumSize) + "-byte checksum)");
+  }
+  std::span<const std::uint8_t> bytes =
+      AsBytes(value.substr(0, value.size() - format::kChecksumSize));
+  const std::uint64_t stored = format::DecodeChecksum(value.data() + bytes.size());
+  const std::uint64_t computed = Checksum(bytes);
+  if (stored != computed) {
+    return Status::Corruption(at + "checksum mismatch (stored " + Hex64(stored) +
+                              ", computed " + Hex64(computed) + ")");
+  }
+  if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(std::uint64_t) != 0) {
+    aligned->resize((bytes.size() + 7) / 8);
+    std::memcpy(aligned->data(), bytes.data(), bytes.size());
+    bytes = {reinterpret_cast<const std::uint8_t*>(aligned->data()), bytes.size()};
+  }
+  const schema::Envelope* env = nullptr;
+  if (Status s = schema::VerifyEnvelope(bytes, &env); !s.ok()) {
+    return Status::Corruption(at + "envelope does not verify: " + s.message());
+  }
+  if (env->sequencing()->seq() != seq) {
+    return Status::Corruption(at + "key is seq " + std::to_string(seq) +
+                              " but Sequencing.seq is " +
+                              std::to_string(env->sequencing()->seq()));
+  }
+  *bytes_out = bytes;
+  *envelope = env;
+  return Status::OK();
+}
+
+Status RecordVerifier::CheckRecord(std::uint64_t seq, std::string_view value,
+                                   RecordView* view) {
+  std::span<const std::uint8_t> bytes;
+  const schema::Envelope* env = nullptr;
+  if (Status s = CheckStoredValue(seq, value, &aligned_, &bytes, &env); !s.ok()) {
+    Resync(seq);
+    return s;
+  }
+  const schema::Sequencing& sq = *env->sequencing();
+  const std::uint16_t index = sq.txn_index(), count = sq.txn_count();
+  if (count == 0 || index >= count) {
+    return Damaged(seq, "bad transaction position (txn_index " + std::to_string(index) +
+                            ", txn_count " + std::to_string(count) + ")");
+  }
+  if (prev_txn_count_ != 0) {
+    const bool prev_open = prev_txn_index_ + 1 < prev_txn_count_;
+    const std::uint16_t want_index = prev_open ? prev_txn_index_ + 1 : 0;
+    if (index != want_index || (prev_open && count != prev_txn_count_)) {
+      std::string want = prev_open ? "txn_index " + std::to_string(want_index) + " of " +
+                                         std::to_string(prev_txn_count_)
+                                   : "txn_index 0 (a new transaction)";
+      return Damaged(seq, "transaction broken (expected " + want + ", found txn_index " +
+                              std::to_string(index) + " of " + std::to_string(count) + ")");
+    }
+  }
+  ChainHash prev;
+  for (std::size_t i = 0; i < prev.size(); ++i) prev[i] = sq.prev_chain().bytes()->Get(i);
+  if (chain_known_ && prev != chain_) {
+    return Damaged(seq, "chain mismatch (prev_chain " + Hex(prev) + ", but chain(" +
+                            std::to_string(seq - 1) + ") is " + Hex(chain_) +
+                            "; this record or the one before was altered)");
+  }
+  chain_ = NextChain(prev, bytes);
+  chain_known_ = true;
+  prev_txn_index_ = index;
+  prev_txn_count_ = count;
+  expected_seq_ = seq + 1;
+  view->seq = seq;
+  view->envelope_bytes = bytes;
+  view->envelope = env;
+  view->chain = chain_;
+  return Status::OK();
+}
+
+Status RecordVerifier::CheckEnd(std::uint64_t head_seq, const ChainHash& head_chain) const {
+  const std::uint64_t last = expected_seq_ - 1;
+  if (last < head_seq) {
+    return Status::Corruption("seq " + std::to_string(expected_seq_) +
+                              ": missing (the log ends at seq " + std::to_string(last) +
+                              " but the head in meta is seq " + std::to_string(head_seq) +
+                              ")");
+  }
+  if (!chain_known_) return Status::OK();  // the last record was damaged: reported
+  if (chain_ != head_chain) {
+    return Status::Corruption("seq " + std::to_string(last) + ": chain(" +
+                              std::to_string(last) + ") is " + Hex(chain_) +
+                              " but the head in meta says " + Hex(head_chain));
+  }
+  if (prev_txn_count_ != 0 && prev_txn_index_ + 1 != prev_txn_count_) {
+    return Status::Corruption("seq " + std::to_string(last) +
+                              ": the last transaction is incomplete (txn_index " +
+                              std::to_string(prev_txn_index_) + " of " +
+                              std::to_string(prev_txn_count_) + ")");
+  }
+  return Status::OK();
+}
+
+}  // namespace internal
+}  // namespace patledger::ledger
