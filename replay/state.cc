@@ -1,0 +1,311 @@
+#include "replay/state.h"
+
+#include <mutex>
+#include <utility>
+
+namespace patledger::replay {
+namespace {
+
+using schema::Event;
+
+Status Refuse(std::uint64_t seq, std::string what) {
+  return Status::Corruption("seq " + std::to_string(seq) + ": " + std::move(what));
+}
+
+std::uint32_t FlagsOf(const UserRecord& u) {
+  return index::UserFlags::kExists | (u.blocked ? index::UserFlags::kBlocked : 0) |
+         (u.admin ? index::UserFlags::kAdmin : 0);
+}
+
+std::string Str(const flatbuffers::String* s) { return s ? s->str() : std::string(); }
+
+}  // namespace
+
+State::State(std::size_t expected_tokens) : index_(expected_tokens) {
+  users_.resize(1);
+  tokens_.resize(1);
+  if (expected_tokens) tokens_.reserve(expected_tokens + 1);
+}
+
+State::~State() = default;
+
+Status State::Apply(const ledger::RecordView& record) {
+  std::unique_lock lock(mu_);
+  Status s = ApplyLocked(record);
+  if (s.ok()) last_seq_.store(record.seq, std::memory_order_release);
+  return s;
+}
+
+void State::OnCommitted(const ledger::RecordView& record) {
+  Status s = Apply(record);
+  if (!s.ok()) {
+    std::unique_lock lock(mu_);
+    if (health_.ok()) health_ = s;
+  }
+}
+
+Status State::health() const {
+  std::shared_lock lock(mu_);
+  return health_;
+}
+
+Status State::ApplyLocked(const ledger::RecordView& record) {
+  const std::uint64_t seq = record.seq;
+  const schema::Envelope& env = *record.envelope;
+  if (seq != last_seq_.load(std::memory_order_relaxed) + 1) {
+    return Refuse(seq, "applied out of order after seq " +
+                           std::to_string(last_seq_.load(std::memory_order_relaxed)));
+  }
+  if (env.event_type() != Event::LedgerInitialized && !initialized_) {
+    return Refuse(seq, "event before LedgerInitialized");
+  }
+  last_recorded_at_us_ = std::max(last_recorded_at_us_, env.recorded_at_us());
+
+  switch (env.event_type()) {
+    case Event::LedgerInitialized: {
+      if (initialized_) return Refuse(seq, "second LedgerInitialized");
+      const auto* e = env.event_as_LedgerInitialized();
+      initialized_ = true;
+      key_fingerprint_ = e->key_fingerprint();
+      token_prefix_ = Str(e->token_prefix());
+      return Status::OK();
+    }
+    case Event::UserRegistered: {
+      const auto* e = env.event_as_UserRegistered();
+      const std::uint64_t id = e->user_id();
+      if (id > index::UserFlags::kMaxUserId) {
+        return Refuse(seq, "user id " + std::to_string(id) + " out of range");
+      }
+      if (id < users_.size() && users_[id].id != 0) {
+        return Refuse(seq, "duplicate user id " + std::to_string(id));
+      }
+      std::string username = Str(e->username());
+      if (user_ids_by_name_.contains(username)) {
+        return Refuse(seq, "duplicate username '" + username + "'");
+      }
+      if (id >= users_.size()) users_.resize(id + 1);
+      UserRecord& u = users_[id];
+      u.id = id;
+      u.username = username;
+      u.name = Str(e->name());
+      u.email = Str(e->email());
+      u.admin = e->admin();
+      u.blocked = false;
+      u.created_at_us = env.recorded_at_us();
+      u.created_seq = seq;
+      user_ids_by_name_.emplace(std::move(username), id);
+      (void)user_flags_.Set(id, FlagsOf(u));  // id range checked above
+      return Status::OK();
+    }
+    case Event::UserChanged: {
+      const auto* e = env.event_as_UserChanged();
+      const std::uint64_t id = e->user_id();
+      if (id >= users_.size() || users_[id].id == 0) {
+        return Refuse(seq, "change of unknown user " + std::to_string(id));
+      }
+      UserRecord& u = users_[id];
+      switch (e->change()) {
+        case schema::UserChange::Blocked: u.blocked = true; break;
+        case schema::UserChange::Unblocked: u.blocked = false; break;
+        case schema::UserChange::AdminGranted: u.admin = true; break;
+        case schema::UserChange::AdminRemoved: u.admin = false; break;
+        default: return Refuse(seq, "unknown user change");
+      }
+      (void)user_flags_.Set(id, FlagsOf(u));
+      return Status::OK();
+    }
+    case Event::TokenCreated: {
+      const auto* e = env.event_as_TokenCreated();
+      const std::uint64_t id = e->token_id();
+      const std::uint64_t user = e->user_id();
+      if (user >= users_.size() || users_[user].id == 0) {
+        return Refuse(seq, "token " + std::to_string(id) + " for unknown user " +
+                               std::to_string(user));
+      }
+      if (id < tokens_.size() && tokens_[id].id != 0) {
+        return Refuse(seq, "duplicate token id " + std::to_string(id));
+      }
+      // Ids are dense (assigned from a counter), so a vector indexed by id is the
+      // smallest catalog. A wildly sparse id would make it huge: refuse it.
+      if (id > tokens_.size() + (1u << 20)) {
+        return Refuse(seq, "token id " + std::to_string(id) + " far beyond the last one");
+      }
+      const std::uint64_t from = e->rotated_from();
+      if (from != 0 && (from >= tokens_.size() || tokens_[from].id == 0)) {
+        return Refuse(seq, "token " + std::to_string(id) + " rotated from unknown token " +
+                               std::to_string(from));
+      }
+      TokenMeta t;
+      t.id = id;
+      t.user_id = user;
+      t.digest = schema::ToDigest(*e->digest());
+      t.scopes = e->scopes();
+      t.expires_day = e->expires_day();
+      t.created_seq = seq;
+      t.rotated_from = from;
+      t.created_at_us = env.recorded_at_us();
+      index::TokenEntry entry{.token_id = id, .user_id = user, .scopes = t.scopes,
+                              .expires_day = t.expires_day, .revoked = false};
+      if (!index_.Insert(t.digest, entry)) {
+        return Refuse(seq, "token " + std::to_string(id) + " has the digest of another token");
+      }
+      if (id >= tokens_.size()) tokens_.resize(id + 1);
+      tokens_[id] = t;
+      ++token_count_;
+      if (from != 0) tokens_[from].rotated_to = id;
+      tokens_by_user_[user].push_back(id);
+      return Status::OK();
+    }
+    case Event::TokenRevoked: {
+      const auto* e = env.event_as_TokenRevoked();
+      const std::uint64_t id = e->token_id();
+      if (id >= tokens_.size() || tokens_[id].id == 0) {
+        return Refuse(seq, "revoke of unknown token " + std::to_string(id));
+      }
+      TokenMeta& t = tokens_[id];
+      if (t.revoked()) {
+        return Refuse(seq, "token " + std::to_string(id) + " revoked again (first at seq " +
+                               std::to_string(t.revoked_seq) + ")");
+      }
+      t.revoked_seq = seq;
+      if (!index_.Revoke(t.digest)) {
+        return Status::Internal("seq " + std::to_string(seq) + ": token " +
+                                std::to_string(id) + " missing from the index");
+      }
+      return Status::OK();
+    }
+    default:
+      return Refuse(seq, "unknown event type " + schema::EventTypeName(env.event_type()));
+  }
+}
+
+bool State::initialized() const {
+  std::shared_lock lock(mu_);
+  return initialized_;
+}
+
+std::uint64_t State::key_fingerprint() const {
+  std::shared_lock lock(mu_);
+  return key_fingerprint_;
+}
+
+std::string State::token_prefix() const {
+  std::shared_lock lock(mu_);
+  return token_prefix_;
+}
+
+std::int64_t State::last_recorded_at_us() const {
+  std::shared_lock lock(mu_);
+  return last_recorded_at_us_;
+}
+
+std::optional<UserRecord> State::FindUser(std::uint64_t user_id) const {
+  std::shared_lock lock(mu_);
+  if (user_id == 0 || user_id >= users_.size() || users_[user_id].id == 0) return std::nullopt;
+  return users_[user_id];
+}
+
+std::optional<UserRecord> State::FindUserByName(std::string_view username) const {
+  std::shared_lock lock(mu_);
+  auto it = user_ids_by_name_.find(std::string(username));
+  if (it == user_ids_by_name_.end()) return std::nullopt;
+  return users_[it->second];
+}
+
+std::vector<UserRecord> State::Users() const {
+  std::shared_lock lock(mu_);
+  std::vector<UserRecord> out;
+  for (const UserRecord& u : users_) {
+    if (u.id != 0) out.push_back(u);
+  }
+  return out;
+}
+
+std::optional<TokenMeta> State::FindToken(std::uint64_t token_id) const {
+  std::shared_lock lock(mu_);
+  if (token_id == 0 || token_id >= tokens_.size() || tokens_[token_id].id == 0) {
+    return std::nullopt;
+  }
+  return tokens_[token_id];
+}
+
+std::vector<TokenMeta> State::TokensOfUser(std::uint64_t user_id) const {
+  std::shared_lock lock(mu_);
+  std::vector<TokenMeta> out;
+  auto it = tokens_by_user_.find(user_id);
+  if (it == tokens_by_user_.end()) return out;
+  out.reserve(it->second.size());
+  for (std::uint64_t id : it->second) out.push_back(tokens_[id]);
+  return out;
+}
+
+void State::ForEachToken(const std::function<void(const TokenMeta&)>& visit) const {
+  std::shared_lock lock(mu_);
+  for (const TokenMeta& t : tokens_) {
+    if (t.id != 0) visit(t);
+  }
+}
+
+std::vector<std::uint64_t> State::Family(std::uint64_t token_id) const {
+  std::shared_lock lock(mu_);
+  std::vector<std::uint64_t> out;
+  if (token_id == 0 || token_id >= tokens_.size() || tokens_[token_id].id == 0) return out;
+  std::uint64_t first = token_id;
+  // Each link was checked at Apply to point to an earlier token, so these walks end.
+  while (tokens_[first].rotated_from != 0) first = tokens_[first].rotated_from;
+  for (std::uint64_t id = first; id != 0; id = tokens_[id].rotated_to) out.push_back(id);
+  return out;
+}
+
+std::size_t State::user_count() const {
+  std::shared_lock lock(mu_);
+  return user_ids_by_name_.size();
+}
+
+std::size_t State::token_count() const {
+  std::shared_lock lock(mu_);
+  return token_count_;
+}
+
+std::uint64_t State::max_user_id() const {
+  std::shared_lock lock(mu_);
+  return users_.size() - 1;
+}
+
+std::uint64_t State::max_token_id() const {
+  std::shared_lock lock(mu_);
+  return tokens_.size() - 1;
+}
+
+std::size_t State::MemoryBytes() const {
+  std::shared_lock lock(mu_);
+  std::size_t bytes = index_.MemoryBytes() + user_flags_.MemoryBytes() +
+                      tokens_.capacity() * sizeof(TokenMeta) +
+                      users_.capacity() * sizeof(UserRecord);
+  for (const auto& [user, ids] : tokens_by_user_) {
+    bytes += ids.capacity() * sizeof(std::uint64_t) + 64;
+  }
+  return bytes;
+}
+
+Status Replay(const ledger::Ledger& ledger, State* state, const ReplayLimit& limit,
+              std::uint64_t* applied) {
+  std::uint64_t count = 0;
+  bool reached_time = false;
+  ledger::ScanOptions options;
+  options.to_seq = limit.to_seq;
+  Status s = ledger.Scan(options, [&](const ledger::RecordView& r) -> Status {
+    if (reached_time) return Status::OK();
+    if (r.envelope->recorded_at_us() > limit.to_time_us) {
+      reached_time = true;  // keep scanning: the rest of the log is still verified
+      return Status::OK();
+    }
+    PATLEDGER_RETURN_IF_ERROR(state->Apply(r));
+    ++count;
+    return Status::OK();
+  });
+  if (applied) *applied = count;
+  return s;
+}
+
+}  // namespace patledger::replay

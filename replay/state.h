@@ -1,0 +1,142 @@
+// replay/state.h: the in-memory state that replaying the ledger produces.
+//
+// State is a deterministic function of the ledger's records: Apply() each record in
+// sequence order (at start-up through Replay(), and then live as the ledger's
+// Listener) and you get the same State. It holds
+//   - the hot path: index::TokenIndex (digest -> token) and index::UserFlags,
+//     lock-free for readers (see index/token_index.h);
+//   - the catalog: users in full, and per token only what the rules need (owner,
+//     scopes, expiry, revocation, rotation links, and the sequence numbers of its
+//     TokenCreated / TokenRevoked records). Names, descriptions, addresses and
+//     actors stay in the ledger; callers read them with Ledger::Read(seq). This keeps
+//     the catalog near 80 bytes per token (the whole process near 200 at 10M).
+//
+// Apply refuses (kCorruption, "seq N: ...") a record that contradicts the state: an
+// event before LedgerInitialized or a second one, a duplicate user id / username /
+// token id / digest, a token for an unknown user, a revoke of an unknown or already
+// revoked token, a change of an unknown user. patledger never writes such records, so
+// each one means the ledger was tampered with or a bug; it is never skipped.
+//
+// Thread safety: Apply (and OnCommitted) REQUIRES one thread at a time: the ledger's
+// commit leader, or the replaying thread before anyone reads. Readers may call every
+// const method concurrently with Apply: the index and user flags are lock-free; the
+// catalog accessors take a shared lock and return copies.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/status.h"
+#include "index/token_index.h"
+#include "index/user_flags.h"
+#include "ledger/ledger.h"
+
+namespace patledger::replay {
+
+struct UserRecord {
+  std::uint64_t id = 0;
+  std::string username;
+  std::string name;
+  std::string email;
+  bool admin = false;
+  bool blocked = false;
+  std::int64_t created_at_us = 0;
+  std::uint64_t created_seq = 0;
+};
+
+struct TokenMeta {
+  std::uint64_t id = 0;
+  std::uint64_t user_id = 0;
+  index::TokenDigest digest{};
+  std::uint32_t scopes = 0;                    // as granted; see service/scopes.h
+  std::int32_t expires_day = index::kNoExpiry;  // days since epoch, or kNoExpiry
+  std::uint64_t created_seq = 0;               // seq of its TokenCreated record
+  std::uint64_t revoked_seq = 0;               // seq of its TokenRevoked record, or 0
+  std::uint64_t rotated_from = 0;              // token it replaced, or 0
+  std::uint64_t rotated_to = 0;                // token that replaced it, or 0
+  std::int64_t created_at_us = 0;
+  bool revoked() const { return revoked_seq != 0; }
+};
+
+class State final : public ledger::Listener {
+ public:
+  // `expected_tokens` sizes the index up front (0: grow as needed).
+  explicit State(std::size_t expected_tokens = 0);
+  ~State() override;
+
+  // Applies one verified record. REQUIRES: records in sequence order, no gaps.
+  Status Apply(const ledger::RecordView& record);
+  // Listener: applies a record the ledger just committed. A refusal here means the
+  // service appended something inconsistent (a bug); it is kept in health().
+  void OnCommitted(const ledger::RecordView& record) override;
+
+  // OK, or the first refusal seen by OnCommitted.
+  Status health() const;
+
+  // Hot path (lock-free).
+  const index::TokenIndex& token_index() const { return index_; }
+  const index::UserFlags& user_flags() const { return user_flags_; }
+
+  // Catalog (shared lock; copies).
+  bool initialized() const;
+  std::uint64_t key_fingerprint() const;
+  std::string token_prefix() const;
+  std::uint64_t last_seq() const { return last_seq_.load(std::memory_order_acquire); }
+  std::int64_t last_recorded_at_us() const;
+  std::optional<UserRecord> FindUser(std::uint64_t user_id) const;
+  std::optional<UserRecord> FindUserByName(std::string_view username) const;
+  std::vector<UserRecord> Users() const;
+  std::optional<TokenMeta> FindToken(std::uint64_t token_id) const;
+  std::vector<TokenMeta> TokensOfUser(std::uint64_t user_id) const;
+  // Every token, by id; `visit` runs under the shared lock and must not call State.
+  void ForEachToken(const std::function<void(const TokenMeta&)>& visit) const;
+  // The rotation family of `token_id`: from the original token to the newest, in order.
+  std::vector<std::uint64_t> Family(std::uint64_t token_id) const;
+  std::size_t user_count() const;
+  std::size_t token_count() const;
+  // The largest ids in use (new ids are larger).
+  std::uint64_t max_user_id() const;
+  std::uint64_t max_token_id() const;
+  std::size_t MemoryBytes() const;
+
+ private:
+  Status ApplyLocked(const ledger::RecordView& record);
+
+  index::TokenIndex index_;
+  index::UserFlags user_flags_;
+
+  mutable std::shared_mutex mu_;  // guards everything below
+  bool initialized_ = false;
+  std::uint64_t key_fingerprint_ = 0;
+  std::string token_prefix_;
+  std::int64_t last_recorded_at_us_ = 0;
+  std::vector<UserRecord> users_;     // index = user id; [0] unused
+  std::unordered_map<std::string, std::uint64_t> user_ids_by_name_;
+  std::vector<TokenMeta> tokens_;     // index = token id (dense in practice); [0] unused
+  std::size_t token_count_ = 0;
+  std::unordered_map<std::uint64_t, std::vector<std::uint64_t>> tokens_by_user_;
+  Status health_;
+
+  std::atomic<std::uint64_t> last_seq_{0};
+};
+
+// Where a replay stops.
+struct ReplayLimit {
+  std::uint64_t to_seq = UINT64_MAX;  // last record applied
+  // Apply records recorded at or before this instant (UTC µs); stop at the first one
+  // recorded later (the ledger makes recorded_at non-decreasing in seq order).
+  std::int64_t to_time_us = INT64_MAX;
+};
+
+// Verifies and applies every record of `ledger` within `limit` to `state` (a fresh
+// State). Errors name the sequence number. `applied` (optional) receives the count.
+Status Replay(const ledger::Ledger& ledger, State* state, const ReplayLimit& limit = {},
+              std::uint64_t* applied = nullptr);
+
+}  // namespace patledger::replay
