@@ -1,0 +1,659 @@
+// Specification of the HTTP transport (api/server.h): a real Server on a free port,
+// over a real TokenService, driven by a small blocking Beast client; then the real
+// `patledger serve` binary, started, stopped with SIGTERM and restarted.
+
+#include "api/server.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/test/unit_test.hpp>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "api/handler.h"
+#include "service/token_service.h"
+#include "tests/test_util.h"
+
+extern char** environ;
+
+namespace patledger::api {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+using SteadyClock = std::chrono::steady_clock;
+
+// ---- a blocking HTTP client with timeouts -------------------------------------------
+
+class Client {
+ public:
+  explicit Client(std::uint16_t port) : socket_(ioc_) {
+    socket_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+  }
+
+  void Send(std::string_view raw) { asio::write(socket_, asio::buffer(raw)); }
+  void Send(const Request& req) { http::write(socket_, req); }
+
+  // One response, or nullopt if the connection closed or `timeout` passed first
+  // (error() says which).
+  std::optional<Response> Read(std::chrono::milliseconds timeout = 10s) {
+    const auto deadline = SteadyClock::now() + timeout;
+    http::response_parser<http::string_body> parser;
+    parser.eager(true);
+    parser.body_limit(1 << 24);
+    for (;;) {
+      if (buffer_.size() > 0) {
+        beast::error_code ec;
+        const std::size_t n = parser.put(buffer_.data(), ec);
+        buffer_.consume(n);
+        if (ec && ec != http::error::need_more) {
+          error_ = "bad response: " + ec.message();
+          return std::nullopt;
+        }
+        if (parser.is_done()) return parser.release();
+        if (!ec && n > 0) continue;
+      }
+      if (!Fill(deadline)) return std::nullopt;
+    }
+  }
+
+  // Sends a GET and reads its response.
+  std::optional<Response> Get(std::string target, std::string_view token = {}) {
+    Request req(http::verb::get, target, 11);
+    req.set(http::field::host, "localhost");
+    if (!token.empty()) req.set("PRIVATE-TOKEN", token);
+    Send(req);
+    return Read();
+  }
+
+  // True if the server closes the connection within `timeout` (any data it sends
+  // first is discarded); false if it is still open then.
+  bool ClosedWithin(std::chrono::milliseconds timeout) {
+    const auto deadline = SteadyClock::now() + timeout;
+    while (Fill(deadline)) buffer_.clear();
+    return closed_;
+  }
+
+  const std::string& error() const { return error_; }
+
+ private:
+  bool Fill(SteadyClock::time_point deadline) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
+    pollfd pfd{socket_.native_handle(), POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) {
+      error_ = "timed out";
+      return false;
+    }
+    beast::error_code ec;
+    const std::size_t n = socket_.read_some(buffer_.prepare(64 * 1024), ec);
+    if (ec) {
+      error_ = "closed: " + ec.message();
+      closed_ = true;
+      return false;
+    }
+    buffer_.commit(n);
+    return true;
+  }
+
+  asio::io_context ioc_;
+  tcp::socket socket_;
+  beast::flat_buffer buffer_;
+  std::string error_;
+  bool closed_ = false;
+};
+
+std::string Why(const std::optional<Response>& r, const Client& c) {
+  return r ? "status " + std::to_string(r->result_int()) : c.error();
+}
+
+// ---- a server over a real service ----------------------------------------------------
+
+class ServerFixture {
+ public:
+  ServerFixture() {
+    service::ServiceOptions o;
+    o.data_dir = dir_.Sub("data");
+    auto init = service::TokenService::Init(o);
+    BOOST_TEST_REQUIRE(init.has_value(), Why(init));
+    root_token_ = init->root_token.secret;
+    root_user_id_ = init->root_user_id;
+    root_token_id_ = init->root_token.info.meta.id;
+    auto opened = service::TokenService::Open(o);
+    BOOST_TEST_REQUIRE(opened.has_value(), Why(opened));
+    service_ = std::move(*opened);
+  }
+  ~ServerFixture() { StopServer(); }
+
+  // Starts a server on a free port, on two threads, logging to log_.
+  void StartServer(ServerOptions o = {}, bool ready = true) {
+    if (ready) handler_.SetService(service_.get());
+    o.port = 0;
+    o.threads = 2;
+    o.access_log = &log_;
+    server_ = std::make_unique<Server>(o, handler_);
+    Status s = server_->Start();
+    BOOST_TEST_REQUIRE(s.ok(), s.ToString());
+    BOOST_TEST_REQUIRE(server_->port() != 0);
+    runner_ = std::thread([this] { server_->Run(); });
+  }
+
+  // Stops the server and waits for Run to return; log_ may be read afterwards.
+  void StopServer() {
+    if (!server_) return;
+    server_->Stop();
+    if (runner_.joinable()) runner_.join();
+  }
+
+  std::uint16_t port() const { return server_->port(); }
+
+  TempDir dir_;
+  std::string root_token_;
+  std::uint64_t root_user_id_ = 0;
+  std::uint64_t root_token_id_ = 0;
+  std::unique_ptr<service::TokenService> service_;
+  Handler handler_;
+  std::ostringstream log_;  // written by the server's threads; read after StopServer
+  std::unique_ptr<Server> server_;
+  std::thread runner_;
+};
+
+std::string RawRequest(std::string_view method, std::string_view target,
+                       std::string_view extra_headers = {}) {
+  std::string r;
+  r.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: localhost\r\n");
+  r.append(extra_headers);
+  r.append("\r\n");
+  return r;
+}
+
+BOOST_FIXTURE_TEST_SUITE(server, ServerFixture)
+
+BOOST_AUTO_TEST_CASE(liveness_answers_200_with_our_server_header) {
+  StartServer();
+  Client c(port());
+  auto r = c.Get("/-/liveness");
+  BOOST_TEST_REQUIRE(r.has_value(), Why(r, c));
+  BOOST_TEST(r->result_int() == 200u);
+  BOOST_TEST((*r)[http::field::server] == "patledger");
+  BOOST_TEST(r->has_content_length());
+  BOOST_TEST(!(*r)[http::field::date].empty());
+  BOOST_TEST(r->keep_alive());
+}
+
+BOOST_AUTO_TEST_CASE(readiness_is_503_until_the_service_is_set_then_200) {
+  StartServer({}, /*ready=*/false);
+  Client c(port());
+  auto before = c.Get("/-/readiness");
+  BOOST_TEST_REQUIRE(before.has_value(), Why(before, c));
+  BOOST_TEST(before->result_int() == 503u);
+  auto live = c.Get("/-/liveness");
+  BOOST_TEST_REQUIRE(live.has_value(), Why(live, c));
+  BOOST_TEST(live->result_int() == 200u);
+
+  handler_.SetService(service_.get());
+  auto after = c.Get("/-/readiness");
+  BOOST_TEST_REQUIRE(after.has_value(), Why(after, c));
+  BOOST_TEST(after->result_int() == 200u);
+}
+
+BOOST_AUTO_TEST_CASE(keep_alive_serves_100_requests_on_one_connection) {
+  StartServer();
+  Client c(port());
+  for (int i = 0; i < 100; ++i) {
+    auto r = c.Get("/api/v4/user", root_token_);
+    BOOST_TEST_REQUIRE(r.has_value(), "request " << i << ": " << Why(r, c));
+    BOOST_TEST_REQUIRE(r->result_int() == 200u);
+    BOOST_TEST_REQUIRE(r->body().find("\"root\"") != std::string::npos);
+  }
+  BOOST_TEST(server_->connections() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(pipelined_requests_are_answered_in_order) {
+  StartServer();
+  Client c(port());
+  std::string batch;
+  for (int i = 0; i < 10; ++i) {
+    batch += RawRequest("GET", i % 2 ? "/-/liveness" : "/no/such/route");
+  }
+  c.Send(batch);
+  for (int i = 0; i < 10; ++i) {
+    auto r = c.Read();
+    BOOST_TEST_REQUIRE(r.has_value(), "response " << i << ": " << Why(r, c));
+    BOOST_TEST(r->result_int() == (i % 2 ? 200u : 404u));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_body_over_64_KiB_gets_413_and_the_connection_is_closed) {
+  StartServer();
+  Client c(port());
+  const std::string body(65 * 1024, 'x');
+  c.Send(RawRequest("POST", "/api/v4/users",
+                    "Content-Type: application/json\r\nContent-Length: " +
+                        std::to_string(body.size()) + "\r\n") +
+         body);
+  auto r = c.Read();
+  BOOST_TEST_REQUIRE(r.has_value(), Why(r, c));
+  BOOST_TEST(r->result_int() == 413u);
+  BOOST_TEST(r->body() == R"({"message":"413 Payload Too Large"})");
+  BOOST_TEST(!r->keep_alive());
+  BOOST_TEST(c.ClosedWithin(5s));
+}
+
+BOOST_AUTO_TEST_CASE(a_chunked_body_over_the_limit_gets_413_too) {
+  StartServer();
+  Client c(port());
+  std::string chunks;
+  const std::string chunk(8 * 1024, 'x');
+  for (int i = 0; i < 9; ++i) chunks += "2000\r\n" + chunk + "\r\n";
+  chunks += "0\r\n\r\n";
+  c.Send(RawRequest("POST", "/api/v4/users", "Transfer-Encoding: chunked\r\n") + chunks);
+  auto r = c.Read();
+  BOOST_TEST_REQUIRE(r.has_value(), Why(r, c));
+  BOOST_TEST(r->result_int() == 413u);
+  BOOST_TEST(c.ClosedWithin(5s));
+}
+
+BOOST_AUTO_TEST_CASE(headers_over_16_KiB_get_431_and_the_connection_is_closed) {
+  StartServer();
+  Client c(port());
+  c.Send(RawRequest("GET", "/-/liveness", "X-Filler: " + std::string(17 * 1024, 'a') + "\r\n"));
+  auto r = c.Read();
+  BOOST_TEST_REQUIRE(r.has_value(), Why(r, c));
+  BOOST_TEST(r->result_int() == 431u);
+  BOOST_TEST(r->body() == R"({"message":"431 Request Header Fields Too Large"})");
+  BOOST_TEST(c.ClosedWithin(5s));
+}
+
+BOOST_AUTO_TEST_CASE(a_malformed_request_line_gets_400_and_the_connection_is_closed) {
+  StartServer();
+  Client c(port());
+  c.Send("NOT A REQUEST\r\n\r\n");
+  auto r = c.Read();
+  BOOST_TEST_REQUIRE(r.has_value(), Why(r, c));
+  BOOST_TEST(r->result_int() == 400u);
+  BOOST_TEST(r->body() == R"({"message":"400 Bad Request"})");
+  BOOST_TEST(c.ClosedWithin(5s));
+}
+
+BOOST_AUTO_TEST_CASE(expect_100_continue_is_answered_before_the_body) {
+  StartServer();
+  Client c(port());
+  const std::string body =
+      R"({"username":"alice","name":"Alice","email":"alice@example.com"})";
+  c.Send(RawRequest("POST", "/api/v4/users",
+                    "PRIVATE-TOKEN: " + root_token_ +
+                        "\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+                        "Content-Length: " +
+                        std::to_string(body.size()) + "\r\n"));
+  auto interim = c.Read();
+  BOOST_TEST_REQUIRE(interim.has_value(), Why(interim, c));
+  BOOST_TEST(interim->result_int() == 100u);
+  c.Send(body);
+  auto r = c.Read();
+  BOOST_TEST_REQUIRE(r.has_value(), Why(r, c));
+  BOOST_TEST(r->result_int() == 201u, r->body());
+  BOOST_TEST(r->body().find("\"alice\"") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(an_idle_keep_alive_connection_is_closed_after_idle_timeout) {
+  ServerOptions o;
+  o.idle_timeout = 1s;
+  StartServer(o);
+  Client c(port());
+  auto r = c.Get("/-/liveness");
+  BOOST_TEST_REQUIRE(r.has_value(), Why(r, c));
+  const auto t0 = SteadyClock::now();
+  BOOST_TEST(c.ClosedWithin(5s));
+  BOOST_TEST((SteadyClock::now() - t0 >= 900ms));  // by the timeout, not at once
+}
+
+BOOST_AUTO_TEST_CASE(a_request_trickling_in_is_closed_after_read_timeout) {
+  ServerOptions o;
+  o.read_timeout = 1s;
+  StartServer(o);
+  Client c(port());
+  c.Send("GET /-/liveness HTTP/1.1\r\nHost: loc");  // and never the rest (slowloris)
+  BOOST_TEST(c.ClosedWithin(5s));
+}
+
+BOOST_AUTO_TEST_CASE(connections_beyond_max_connections_are_closed_at_accept) {
+  ServerOptions o;
+  o.max_connections = 4;
+  StartServer(o);
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(std::make_unique<Client>(port()));
+    auto r = clients.back()->Get("/-/liveness");  // so the server has accepted it
+    BOOST_TEST_REQUIRE(r.has_value(), "client " << i << ": " << Why(r, *clients.back()));
+  }
+  Client fifth(port());  // the kernel completes the handshake; the server closes it
+  BOOST_TEST(fifth.ClosedWithin(5s));
+
+  // A slot frees when a connection closes.
+  clients.pop_back();
+  bool served = false;
+  for (int attempt = 0; attempt < 50 && !served; ++attempt) {
+    try {
+      Client again(port());
+      served = again.Get("/-/liveness").has_value();
+    } catch (const std::exception&) {  // reset by the server: not freed yet
+    }
+    if (!served) std::this_thread::sleep_for(100ms);
+  }
+  BOOST_TEST(served);
+}
+
+BOOST_AUTO_TEST_CASE(stop_lets_an_in_flight_request_finish_and_closes_idle_ones) {
+  StartServer();
+  Client idle(port());
+  BOOST_TEST_REQUIRE(idle.Get("/-/liveness").has_value(), idle.error());
+  Client busy(port());
+  busy.Send("GET /api/v4/user HTTP/1.1\r\nHost: localhost\r\n");  // half a request
+  std::this_thread::sleep_for(200ms);  // let the server read it: the request is in flight
+
+  server_->Stop();
+  BOOST_TEST(idle.ClosedWithin(5s));
+  busy.Send("PRIVATE-TOKEN: " + root_token_ + "\r\n\r\n");
+  auto r = busy.Read();
+  BOOST_TEST_REQUIRE(r.has_value(), Why(r, busy));
+  BOOST_TEST(r->result_int() == 200u);
+  BOOST_TEST(!r->keep_alive());  // Connection: close, as the server is stopping
+  BOOST_TEST(busy.ClosedWithin(5s));
+  runner_.join();  // Run returns once every connection is done
+
+  bool refused = false;
+  try {
+    Client late(server_->port());
+  } catch (const std::exception&) {
+    refused = true;
+  }
+  BOOST_TEST(refused);
+}
+
+BOOST_AUTO_TEST_CASE(the_access_log_filters_the_private_token_and_names_the_caller) {
+  StartServer();
+  Client c(port());
+  Request req(http::verb::get, "/api/v4/user?private_token=" + root_token_, 11);
+  req.set(http::field::host, "localhost");
+  req.set("X-Request-Id", "test-42");
+  c.Send(req);
+  auto r = c.Read();
+  BOOST_TEST_REQUIRE(r.has_value(), Why(r, c));
+  BOOST_TEST(r->result_int() == 200u);
+  auto anonymous = c.Get("/-/liveness");
+  BOOST_TEST_REQUIRE(anonymous.has_value(), Why(anonymous, c));
+  c.Send("NOT A REQUEST\r\n\r\n");
+  BOOST_TEST(c.ClosedWithin(5s));
+  StopServer();
+
+  const std::string log = log_.str();
+  BOOST_TEST(log.find(root_token_) == std::string::npos);
+  BOOST_TEST(log.find(" 127.0.0.1 GET /api/v4/user?private_token=[FILTERED] 200 ") !=
+                 std::string::npos,
+             log);
+  BOOST_TEST(log.find("ms user=" + std::to_string(root_user_id_) + " token=" +
+                      std::to_string(root_token_id_) + " req=test-42\n") != std::string::npos,
+             log);
+  BOOST_TEST(log.find(" GET /-/liveness 200 ") != std::string::npos, log);
+  BOOST_TEST(log.find("ms user=- token=- req=-\n") != std::string::npos, log);
+  BOOST_TEST(log.find(" - - 400 ") != std::string::npos, log);
+  // One line per request, each starting with a timestamp.
+  std::istringstream lines(log);
+  std::string line;
+  int count = 0;
+  while (std::getline(lines, line)) {
+    ++count;
+    BOOST_TEST(line.size() > 25u);
+    BOOST_TEST(line.substr(10, 1) == "T");
+    BOOST_TEST(line.substr(23, 2) == "Z ");
+  }
+  BOOST_TEST(count == 3);
+}
+
+BOOST_AUTO_TEST_CASE(start_fails_cleanly_on_a_port_in_use) {
+  StartServer();
+  ServerOptions o;
+  o.port = port();
+  Server second(o, handler_);
+  Status s = second.Start();
+  BOOST_TEST(!s.ok());
+  BOOST_TEST(s.code() == Status::Code::kIOError);
+  BOOST_TEST(s.message().find(std::to_string(port())) != std::string::npos, s.ToString());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---- the real binary -----------------------------------------------------------------
+
+// A child process with its stdout and stderr collected by reader threads.
+class Child {
+ public:
+  explicit Child(const std::vector<std::string>& args) {
+    int out[2], err[2];
+    if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+      throw std::runtime_error("pipe2 failed");
+    }
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+    posix_spawn_file_actions_adddup2(&actions, err[1], 2);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    const int rc = ::posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(out[1]);
+    ::close(err[1]);
+    if (rc != 0) {
+      ::close(out[0]);
+      ::close(err[0]);
+      throw std::runtime_error("cannot run " + args[0]);
+    }
+    out_reader_ = std::thread([this, fd = out[0]] { Drain(fd, &out_); });
+    err_reader_ = std::thread([this, fd = err[0]] { Drain(fd, &err_); });
+  }
+  ~Child() {
+    if (pid_ > 0 && !exited_) {
+      ::kill(pid_, SIGKILL);
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+    }
+    if (out_reader_.joinable()) out_reader_.join();
+    if (err_reader_.joinable()) err_reader_.join();
+  }
+
+  std::string out() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return out_;
+  }
+  std::string err() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return err_;
+  }
+
+  // Waits until stderr contains `text`; false after `timeout` or if the child exited.
+  bool WaitForErr(std::string_view text, std::chrono::milliseconds timeout) {
+    const auto deadline = SteadyClock::now() + timeout;
+    while (SteadyClock::now() < deadline) {
+      if (err().find(text) != std::string::npos) return true;
+      if (exited_ || Poll()) return err().find(text) != std::string::npos;
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  }
+
+  // The exit code, or nullopt if the child is still running after `timeout` (or was
+  // killed by a signal).
+  std::optional<int> Wait(std::chrono::milliseconds timeout) {
+    const auto deadline = SteadyClock::now() + timeout;
+    while (!exited_ && !Poll() && SteadyClock::now() < deadline) {
+      std::this_thread::sleep_for(20ms);
+    }
+    if (!exited_) return std::nullopt;
+    if (out_reader_.joinable()) out_reader_.join();  // the pipes are at EOF now
+    if (err_reader_.joinable()) err_reader_.join();
+    if (!WIFEXITED(status_)) return std::nullopt;
+    return WEXITSTATUS(status_);
+  }
+
+  void Signal(int sig) { ::kill(pid_, sig); }
+
+ private:
+  bool Poll() {
+    if (exited_) return true;
+    if (::waitpid(pid_, &status_, WNOHANG) == pid_) exited_ = true;
+    return exited_;
+  }
+
+  void Drain(int fd, std::string* into) {
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n <= 0) break;
+      std::lock_guard<std::mutex> lock(mu_);
+      into->append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+  }
+
+  pid_t pid_ = -1;
+  int status_ = 0;
+  bool exited_ = false;
+  mutable std::mutex mu_;
+  std::string out_, err_;
+  std::thread out_reader_, err_reader_;
+};
+
+const std::string kBinary = std::string(PATLEDGER_TEST_BINARY_DIR) + "/tools/patledger";
+
+// Parses the port from "listening on http://127.0.0.1:PORT".
+std::uint16_t ListeningPort(const std::string& err) {
+  const std::string marker = "listening on http://127.0.0.1:";
+  const auto at = err.find(marker);
+  if (at == std::string::npos) return 0;
+  return static_cast<std::uint16_t>(std::stoul(err.substr(at + marker.size())));
+}
+
+// Polls GET `target` until it answers `status`, for up to `timeout`.
+bool AnswersWithin(std::uint16_t port, const std::string& target, unsigned status,
+                   std::chrono::milliseconds timeout, const std::string& token = {}) {
+  const auto deadline = SteadyClock::now() + timeout;
+  while (SteadyClock::now() < deadline) {
+    try {
+      Client c(port);
+      auto r = c.Get(target, token);
+      if (r && r->result_int() == status) return true;
+    } catch (const std::exception&) {
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
+BOOST_AUTO_TEST_SUITE(serve_binary)
+
+BOOST_AUTO_TEST_CASE(serve_initialises_serves_stops_on_sigterm_and_restarts) {
+  TempDir dir;
+  const std::vector<std::string> args = {kBinary,      "serve",     "--data",
+                                         dir.Sub("data"), "--listen", "127.0.0.1:0",
+                                         "--threads",  "2",         "--access-log",
+                                         dir.Sub("access.log")};
+  std::string token;
+  {
+    Child first(args);
+    BOOST_TEST_REQUIRE(first.WaitForErr("listening on", 30s), first.err());
+    const std::uint16_t port = ListeningPort(first.err());
+    BOOST_TEST_REQUIRE(port != 0, first.err());
+    BOOST_TEST_REQUIRE(AnswersWithin(port, "/-/readiness", 200, 30s), first.err());
+    BOOST_TEST(first.err().find("replayed ") != std::string::npos, first.err());
+
+    const std::string out = first.out();  // printed before listening
+    token = out.substr(0, out.find('\n'));
+    BOOST_TEST(out == token + "\n");  // the root token alone
+    BOOST_TEST(token.starts_with("glpat-"));
+    BOOST_TEST(token.size() == 6u + 36u);
+    BOOST_TEST(first.err().find(token) == std::string::npos);
+    BOOST_TEST(AnswersWithin(port, "/api/v4/user", 200, 5s, token));
+
+    const auto t0 = SteadyClock::now();
+    first.Signal(SIGTERM);
+    const auto code = first.Wait(10s);
+    BOOST_TEST_REQUIRE(code.has_value(), "still running or killed; stderr:\n" << first.err());
+    BOOST_TEST(*code == 0, first.err());
+    BOOST_TEST((SteadyClock::now() - t0 < 5s));
+  }
+  {
+    Child second(args);
+    BOOST_TEST_REQUIRE(second.WaitForErr("listening on", 30s), second.err());
+    const std::uint16_t port = ListeningPort(second.err());
+    BOOST_TEST_REQUIRE(AnswersWithin(port, "/-/readiness", 200, 30s), second.err());
+    BOOST_TEST(AnswersWithin(port, "/api/v4/user", 200, 5s, token));  // the ledger survived
+    second.Signal(SIGINT);
+    const auto code = second.Wait(10s);
+    BOOST_TEST_REQUIRE(code.has_value(), second.err());
+    BOOST_TEST(*code == 0, second.err());
+    BOOST_TEST(second.out().empty(), "a token was printed again: " << second.out().size());
+    BOOST_TEST(second.err().find("Initialised") == std::string::npos);
+  }
+  // The access log has the requests, never the token.
+  std::ifstream log_file(dir.Sub("access.log"));
+  std::stringstream log;
+  log << log_file.rdbuf();
+  BOOST_TEST(log.str().find("GET /-/readiness 200") != std::string::npos, log.str());
+  BOOST_TEST(log.str().find(token) == std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(serve_exits_non_zero_when_the_ledger_cannot_be_opened) {
+  TempDir dir;
+  service::ServiceOptions o;
+  o.data_dir = dir.Sub("data");
+  auto init = service::TokenService::Init(o);
+  BOOST_TEST_REQUIRE(init.has_value(), Why(init));
+  std::filesystem::remove(dir.Sub("data/token.key"));  // the ledger is there, its key is not
+  Child child({kBinary, "serve", "--data", dir.Sub("data"), "--listen", "127.0.0.1:0"});
+  const auto code = child.Wait(30s);
+  BOOST_TEST_REQUIRE(code.has_value(), child.err());
+  BOOST_TEST(*code != 0, child.err());
+  BOOST_TEST(child.out().empty());  // no new root token for an existing ledger
+  BOOST_TEST(child.err().find("patledger: ") != std::string::npos, child.err());
+}
+
+BOOST_AUTO_TEST_CASE(serve_rejects_a_bad_listen_address_with_usage) {
+  for (const char* bad : {"8080", "localhost", "127.0.0.1:http", "::1:80", "[::1]80",
+                          "127.0.0.1:65536"}) {
+    Child child({kBinary, "serve", "--listen", bad});
+    const auto code = child.Wait(10s);
+    BOOST_TEST_REQUIRE(code.has_value(), bad);
+    BOOST_TEST(*code == 2, bad << ": " << child.err());
+    BOOST_TEST(child.err().find("usage: patledger serve") != std::string::npos, child.err());
+  }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+}  // namespace
+}  // namespace patledger::api
