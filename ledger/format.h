@@ -79,14 +79,16 @@ inline std::uint32_t DecodeFormatVersion(const char* p) {
 
 inline std::array<char, kChecksumSize> EncodeChecksum(std::uint64_t checksum) {
   std::array<char, kChecksumSize> out;
-  for (std::size_t i = 0; i < kChecksumSize; ++i) out[i] = static_cast<char>(checksum >> (8 * i));
+  for (std::size_t i = 0; i < kChecksumSize; ++i)
+    out[i] = static_cast<char>(checksum >> (8 * i));
   return out;
 }
 
 // REQUIRES: p points at kChecksumSize readable bytes.
 inline std::uint64_t DecodeChecksum(const char* p) {
   std::uint64_t v = 0;
-  for (std::size_t i = kChecksumSize; i-- > 0;) v = (v << 8) | static_cast<std::uint8_t>(p[i]);
+  for (std::size_t i = kChecksumSize; i-- > 0;)
+    v = (v << 8) | static_cast<std::uint8_t>(p[i]);
   return v;
 }
 

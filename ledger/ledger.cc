@@ -103,14 +103,16 @@ struct Ledger::Impl {
   Impl(std::string d, const Options& o) : dir(std::move(d)), options(o) {}
   ~Impl() {
     if (db == nullptr) return;
-    for (rocksdb::ColumnFamilyHandle* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+    for (rocksdb::ColumnFamilyHandle* h : handles)
+      db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
     db->Close().PermitUncheckedError();  // a failed close loses nothing acknowledged
   }
 
   rocksdb::ColumnFamilyHandle* events() const { return handles[kEventsCf]; }
   rocksdb::ColumnFamilyHandle* meta() const { return handles[kMetaCf]; }
 
-  Result<std::pair<std::uint64_t, ChainHash>> ReadHead(const rocksdb::ReadOptions& ro) const;
+  Result<std::pair<std::uint64_t, ChainHash>> ReadHead(
+      const rocksdb::ReadOptions& ro) const;
   Status LoadMeta();
   std::vector<Writer*> TakeGroup();  // REQUIRES: mu held, writers non-empty
 
@@ -123,6 +125,9 @@ struct Ledger::Impl {
   std::deque<Writer*> writers;  // front = the current leader
   std::uint64_t last_seq = 0;
   ChainHash head_chain{};
+  // recorded_at_us of record last_seq: the leader raises any earlier recorded_at_us
+  // to it, so recorded_at never decreases along the log (point-in-time replay).
+  std::int64_t last_recorded_at_us = INT64_MIN;
   Status error;  // sticky
 };
 
@@ -152,7 +157,8 @@ Status Ledger::Impl::LoadMeta() {
   std::uint64_t last_event = 0;
   if (it->Valid()) {
     if (it->key().size() != fmt::kSeqKeySize) {
-      return Status::Corruption("the last key in events is " + std::to_string(it->key().size()) +
+      return Status::Corruption("the last key in events is " +
+                                std::to_string(it->key().size()) +
                                 " bytes, not a sequence number");
     }
     last_event = fmt::DecodeSeq(it->key().data());
@@ -164,12 +170,14 @@ Status Ledger::Impl::LoadMeta() {
   if (s.IsNotFound()) {
     // A new ledger (or one whose creation stopped before its meta was written).
     if (last_event != 0) {
-      return Status::Corruption("meta has no format_version but events holds records up to seq " +
-                                std::to_string(last_event));
+      return Status::Corruption(
+          "meta has no format_version but events holds records up to seq " +
+          std::to_string(last_event));
     }
     if (options.read_only || !options.create_if_missing) {
-      return Status::Corruption("meta has no format_version (the ledger was never finished; "
-                                "open it with create_if_missing to finish it)");
+      return Status::Corruption(
+          "meta has no format_version (the ledger was never finished; "
+          "open it with create_if_missing to finish it)");
     }
     rocksdb::WriteBatch batch;
     const auto v = fmt::EncodeFormatVersion(fmt::kFormatVersion);
@@ -184,8 +192,9 @@ Status Ledger::Impl::LoadMeta() {
     return FromRocks(s, "reading format_version from meta");
   }
   if (version.size() != fmt::kFormatVersionSize) {
-    return Status::Corruption("format_version in meta is " + std::to_string(version.size()) +
-                              " bytes, expected " + std::to_string(fmt::kFormatVersionSize));
+    return Status::Corruption("format_version in meta is " +
+                              std::to_string(version.size()) + " bytes, expected " +
+                              std::to_string(fmt::kFormatVersionSize));
   }
   const std::uint32_t v = fmt::DecodeFormatVersion(version.data());
   if (v != fmt::kFormatVersion) {
@@ -210,7 +219,8 @@ std::vector<Writer*> Ledger::Impl::TakeGroup() {
   std::size_t records = 0, bytes = 0;
   for (Writer* w : writers) {
     const std::size_t n = w->envelopes->size();
-    if (!group.empty() && (records + n > kMaxGroupRecords || bytes + w->bytes > kMaxGroupBytes)) {
+    if (!group.empty() &&
+        (records + n > kMaxGroupRecords || bytes + w->bytes > kMaxGroupBytes)) {
       break;
     }
     group.push_back(w);
@@ -223,7 +233,8 @@ std::vector<Writer*> Ledger::Impl::TakeGroup() {
 Ledger::Ledger(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Ledger::~Ledger() = default;
 
-Result<std::unique_ptr<Ledger>> Ledger::Open(const std::string& dir, const Options& options) {
+Result<std::unique_ptr<Ledger>> Ledger::Open(const std::string& dir,
+                                             const Options& options) {
   rocksdb::Env* env = options.env != nullptr ? options.env : rocksdb::Env::Default();
   const rocksdb::Status current = env->FileExists(dir + "/CURRENT");
   if (!current.ok() && !current.IsNotFound()) {
@@ -234,8 +245,9 @@ Result<std::unique_ptr<Ledger>> Ledger::Open(const std::string& dir, const Optio
     return Err(Status::AlreadyExists("a ledger already exists in " + dir));
   }
   if (!exists && (options.read_only || !options.create_if_missing)) {
-    return Err(Status::NotFound("no ledger in " + dir +
-                                (options.read_only ? "" : " (create_if_missing is false)")));
+    return Err(
+        Status::NotFound("no ledger in " + dir +
+                         (options.read_only ? "" : " (create_if_missing is false)")));
   }
 
   rocksdb::DBOptions db_options;
@@ -268,24 +280,34 @@ Result<std::unique_ptr<Ledger>> Ledger::Open(const std::string& dir, const Optio
           : rocksdb::DB::Open(db_options, dir, cfs, &impl->handles, &db);
   if (!s.ok()) return Err(FromRocks(s, "cannot open the ledger in " + dir));
   impl->db.reset(db);
-  if (Status st = impl->LoadMeta(); !st.ok()) return Err(st.WithContext("ledger in " + dir));
-  return std::unique_ptr<Ledger>(new Ledger(std::move(impl)));
+  if (Status st = impl->LoadMeta(); !st.ok()) {
+    return Err(st.WithContext("ledger in " + dir));
+  }
+  auto ledger = std::unique_ptr<Ledger>(new Ledger(std::move(impl)));
+  if (ledger->impl_->last_seq > 0) {
+    auto last = ledger->Read(ledger->impl_->last_seq);
+    if (!last) return Err(last.error());
+    ledger->impl_->last_recorded_at_us = schema::GetEnvelope(last->data())->recorded_at_us();
+  }
+  return ledger;
 }
 
 Result<std::uint64_t> Ledger::Append(std::vector<std::string> envelopes) {
   Impl& d = *impl_;
   if (d.options.read_only) {
-    return Err(Status::FailedPrecondition("the ledger in " + d.dir + " is open read-only"));
+    return Err(
+        Status::FailedPrecondition("the ledger in " + d.dir + " is open read-only"));
   }
   if (envelopes.empty() || envelopes.size() > fmt::kMaxTransactionEvents) {
-    return Err(Status::InvalidArgument("a transaction holds 1.." +
-                                       std::to_string(fmt::kMaxTransactionEvents) +
-                                       " events, not " + std::to_string(envelopes.size())));
+    return Err(Status::InvalidArgument(
+        "a transaction holds 1.." + std::to_string(fmt::kMaxTransactionEvents) +
+        " events, not " + std::to_string(envelopes.size())));
   }
   for (std::size_t i = 0; i < envelopes.size(); ++i) {
     const schema::Envelope* env = nullptr;
     if (Status s = schema::VerifyEnvelope(AsBytes(envelopes[i]), &env); !s.ok()) {
-      return Err(Status::InvalidArgument("envelope " + std::to_string(i) + ": " + s.message()));
+      return Err(
+          Status::InvalidArgument("envelope " + std::to_string(i) + ": " + s.message()));
     }
   }
 
@@ -303,6 +325,7 @@ Result<std::uint64_t> Ledger::Append(std::vector<std::string> envelopes) {
   const std::vector<Writer*> group = d.TakeGroup();
   std::uint64_t seq = d.last_seq;
   ChainHash chain = d.head_chain;
+  std::int64_t recorded_at = d.last_recorded_at_us;
   lock.unlock();
 
   rocksdb::WriteBatch batch;
@@ -313,9 +336,15 @@ Result<std::uint64_t> Ledger::Append(std::vector<std::string> envelopes) {
     const auto count = static_cast<std::uint16_t>(g->envelopes->size());
     for (std::uint16_t i = 0; i < count && ws.ok(); ++i) {
       std::string& e = (*g->envelopes)[i];
-      schema::Sequencing* sq = schema::GetMutableEnvelope(e.data())->mutable_sequencing();
+      schema::Envelope* env = schema::GetMutableEnvelope(e.data());
+      // Writers stamp the time before they queue, so concurrent callers can arrive out
+      // of order by a few microseconds; never let time run backwards along the log.
+      if (env->recorded_at_us() < recorded_at) env->mutate_recorded_at_us(recorded_at);
+      recorded_at = env->recorded_at_us();
+      schema::Sequencing* sq = env->mutable_sequencing();
       sq->mutate_seq(++seq);
-      flatbuffers::Array<std::uint8_t, 32>* prev = sq->mutable_prev_chain().mutable_bytes();
+      flatbuffers::Array<std::uint8_t, 32>* prev =
+          sq->mutable_prev_chain().mutable_bytes();
       for (std::size_t j = 0; j < chain.size(); ++j) prev->Mutate(j, chain[j]);
       sq->mutate_txn_index(i);
       sq->mutate_txn_count(count);
@@ -354,6 +383,7 @@ Result<std::uint64_t> Ledger::Append(std::vector<std::string> envelopes) {
   if (ws.ok()) {
     d.last_seq = seq;
     d.head_chain = chain;
+    d.last_recorded_at_us = recorded_at;
   } else {
     d.error = Status::IOError("ledger write failed, no further appends are accepted: " +
                               ws.ToString());
@@ -428,8 +458,10 @@ Status Ledger::Scan(const ScanOptions& options,
       }
       break;
     }
-    if (Status s = verifier.CheckPosition(seq); !s.ok() && stop_at(s)) return first_damage;
-    if (Status s = verifier.CheckRecord(seq, it->value().ToStringView(), &view); !s.ok()) {
+    if (Status s = verifier.CheckPosition(seq); !s.ok() && stop_at(s))
+      return first_damage;
+    if (Status s = verifier.CheckRecord(seq, it->value().ToStringView(), &view);
+        !s.ok()) {
       if (stop_at(s)) return first_damage;
       continue;
     }
@@ -460,13 +492,15 @@ Result<std::string> Ledger::Read(std::uint64_t seq) const {
   std::string value;
   const rocksdb::Status s = d.db->Get(ro, d.events(), ToSlice(key), &value);
   if (s.IsNotFound()) {
-    return Err(Status::NotFound("seq " + std::to_string(seq) + ": no such record in " + d.dir));
+    return Err(
+        Status::NotFound("seq " + std::to_string(seq) + ": no such record in " + d.dir));
   }
   if (!s.ok()) return Err(FromRocks(s, "seq " + std::to_string(seq) + ": reading"));
   std::vector<std::uint64_t> aligned;  // unused: a std::string's heap buffer is aligned
   std::span<const std::uint8_t> bytes;
   const schema::Envelope* env = nullptr;
-  PATLEDGER_RETURN_ERR_IF_ERROR(internal::CheckStoredValue(seq, value, &aligned, &bytes, &env));
+  PATLEDGER_RETURN_ERR_IF_ERROR(
+      internal::CheckStoredValue(seq, value, &aligned, &bytes, &env));
   value.resize(bytes.size());
   return value;
 }

@@ -166,7 +166,8 @@ Status RecordVerifier::CheckRecord(std::uint64_t seq, std::string_view value,
                                          std::to_string(prev_txn_count_)
                                    : "txn_index 0 (a new transaction)";
       return Damaged(seq, "transaction broken (expected " + want + ", found txn_index " +
-                              std::to_string(index) + " of " + std::to_string(count) + ")");
+                              std::to_string(index) + " of " + std::to_string(count) +
+                              ")");
     }
   }
   ChainHash prev;
@@ -188,7 +189,8 @@ Status RecordVerifier::CheckRecord(std::uint64_t seq, std::string_view value,
   return Status::OK();
 }
 
-Status RecordVerifier::CheckEnd(std::uint64_t head_seq, const ChainHash& head_chain) const {
+Status RecordVerifier::CheckEnd(std::uint64_t head_seq,
+                                const ChainHash& head_chain) const {
   const std::uint64_t last = expected_seq_ - 1;
   if (last < head_seq) {
     return Status::Corruption("seq " + std::to_string(expected_seq_) +

@@ -67,8 +67,8 @@ std::span<const std::uint8_t> Bytes(std::string_view s) {
 ChainHash Sha256(std::string_view data) {
   ChainHash out;
   unsigned int len = 0;
-  BOOST_REQUIRE(EVP_Digest(data.data(), data.size(), out.data(), &len, EVP_sha256(), nullptr) ==
-                1);
+  BOOST_REQUIRE(
+      EVP_Digest(data.data(), data.size(), out.data(), &len, EVP_sha256(), nullptr) == 1);
   return out;
 }
 
@@ -103,7 +103,8 @@ std::uint64_t SeqOf(const std::string& message) {
 }
 
 std::string Seal(std::string envelope) {
-  const auto sum = fmt::EncodeChecksum(XXH3_64bits_withSeed(envelope.data(), envelope.size(), 0));
+  const auto sum =
+      fmt::EncodeChecksum(XXH3_64bits_withSeed(envelope.data(), envelope.size(), 0));
   envelope.append(sum.data(), sum.size());
   return envelope;
 }
@@ -180,7 +181,8 @@ struct LedgerFixture {
     std::string value;
     WithRaw([&](rocksdb::DB& db, auto* events, auto*) {
       const auto key = fmt::EncodeSeq(seq);
-      rocksdb::Status s = db.Get({}, events, rocksdb::Slice(key.data(), key.size()), &value);
+      rocksdb::Status s =
+          db.Get({}, events, rocksdb::Slice(key.data(), key.size()), &value);
       BOOST_REQUIRE_MESSAGE(s.ok(), s.ToString());
     });
     return value;
@@ -188,7 +190,8 @@ struct LedgerFixture {
   void RawPut(std::uint64_t seq, const std::string& value) {
     WithRaw([&](rocksdb::DB& db, auto* events, auto*) {
       const auto key = fmt::EncodeSeq(seq);
-      BOOST_REQUIRE(db.Put({}, events, rocksdb::Slice(key.data(), key.size()), value).ok());
+      BOOST_REQUIRE(
+          db.Put({}, events, rocksdb::Slice(key.data(), key.size()), value).ok());
     });
   }
   void RawDelete(std::uint64_t seq) {
@@ -247,7 +250,8 @@ class FailingWal : public rocksdb::FSWritableFileOwnerWrapper {
     if (fail_->load()) return rocksdb::IOStatus::IOError("injected WAL append failure");
     return target()->Append(data, o, info, dbg);
   }
-  rocksdb::IOStatus Sync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* dbg) override {
+  rocksdb::IOStatus Sync(const rocksdb::IOOptions& o,
+                         rocksdb::IODebugContext* dbg) override {
     if (fail_->load()) return rocksdb::IOStatus::IOError("injected WAL sync failure");
     return target()->Sync(o, dbg);
   }
@@ -260,7 +264,8 @@ class FailingFs : public rocksdb::FileSystemWrapper {
  public:
   FailingFs() : FileSystemWrapper(rocksdb::FileSystem::Default()) {}
   const char* Name() const override { return "FailingFs"; }
-  rocksdb::IOStatus NewWritableFile(const std::string& name, const rocksdb::FileOptions& o,
+  rocksdb::IOStatus NewWritableFile(const std::string& name,
+                                    const rocksdb::FileOptions& o,
                                     std::unique_ptr<rocksdb::FSWritableFile>* file,
                                     rocksdb::IODebugContext* dbg) override {
     rocksdb::IOStatus s = target()->NewWritableFile(name, o, file, dbg);
@@ -278,7 +283,8 @@ class FailingFs : public rocksdb::FileSystemWrapper {
 
 class RecordingListener : public Listener {
  public:
-  explicit RecordingListener(std::size_t max_seq) : token_at_(max_seq + 1), times_(max_seq + 1) {}
+  explicit RecordingListener(std::size_t max_seq)
+      : token_at_(max_seq + 1), times_(max_seq + 1) {}
 
   void OnCommitted(const RecordView& r) override {
     if (r.seq != last_seq_ + 1) ++out_of_order_;
@@ -336,9 +342,9 @@ BOOST_AUTO_TEST_CASE(appended_events_survive_reopen_with_their_seqs_and_chain) {
     const auto* sq = r.envelope->sequencing();
     BOOST_TEST(sq->seq() == r.seq);
     BOOST_TEST(ChainString(schema::ToDigest(sq->prev_chain())) == ChainString(chain));
-    chain = Sha256(ChainString(chain) + std::string(reinterpret_cast<const char*>(
-                                                        r.envelope_bytes.data()),
-                                                    r.envelope_bytes.size()));
+    chain = Sha256(ChainString(chain) +
+                   std::string(reinterpret_cast<const char*>(r.envelope_bytes.data()),
+                               r.envelope_bytes.size()));
     BOOST_TEST(ChainString(r.chain) == ChainString(chain));
     tokens.push_back(TokenId(r));
     return Status::OK();
@@ -372,7 +378,8 @@ BOOST_AUTO_TEST_CASE(transaction_gets_contiguous_seqs_and_its_position_in_each_e
   });
   BOOST_TEST(s.ok(), s.ToString());
   using T = std::tuple<std::uint64_t, unsigned, unsigned, std::uint64_t>;
-  const std::vector<T> want = {T{1, 0, 1, 1}, T{2, 0, 3, 21}, T{3, 1, 3, 22}, T{4, 2, 3, 23}};
+  const std::vector<T> want = {T{1, 0, 1, 1}, T{2, 0, 3, 21}, T{3, 1, 3, 22},
+                               T{4, 2, 3, 23}};
   BOOST_TEST((seen == want));
 }
 
@@ -393,7 +400,8 @@ BOOST_AUTO_TEST_CASE(stored_bytes_follow_the_documented_format) {
       BOOST_REQUIRE(value.size() > 8);
       const std::string env = value.substr(0, value.size() - 8);
       std::uint64_t stored = 0;
-      for (int i = 7; i >= 0; --i) stored = (stored << 8) | static_cast<std::uint8_t>(value[env.size() + i]);
+      for (int i = 7; i >= 0; --i)
+        stored = (stored << 8) | static_cast<std::uint8_t>(value[env.size() + i]);
       BOOST_TEST(stored == XXH3_64bits(env.data(), env.size()));
       const schema::Envelope* e = nullptr;
       Status s = schema::VerifyEnvelope(Bytes(env), &e);
@@ -425,6 +433,26 @@ BOOST_AUTO_TEST_CASE(read_returns_the_stored_envelope_of_one_seq) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(recorded_at_never_decreases_along_the_log_even_across_reopen) {
+  // Writers stamp the time before queueing, so they can arrive out of order.
+  auto at = [](std::int64_t us, std::uint64_t token) {
+    schema::EventContext ctx;
+    ctx.recorded_at_us = us;
+    return schema::BuildTokenRevoked(ctx, token, schema::RevokeReason::ByOwner);
+  };
+  BOOST_TEST_REQUIRE(ledger->Append({at(1'000, 1), at(900, 2)}).has_value());
+  Reopen();
+  BOOST_TEST_REQUIRE(ledger->Append({at(950, 3), at(2'000, 4)}).has_value());
+  std::vector<std::int64_t> stamps;
+  Status s = ledger->Scan({}, [&](const RecordView& r) {
+    stamps.push_back(r.envelope->recorded_at_us());
+    return Status::OK();
+  });
+  BOOST_TEST_REQUIRE(s.ok(), s.ToString());
+  const std::vector<std::int64_t> expected = {1'000, 1'000, 1'000, 2'000};
+  BOOST_TEST(stamps == expected, boost::test_tools::per_element());
+}
+
 BOOST_AUTO_TEST_CASE(invalid_envelopes_are_rejected_and_nothing_is_written) {
   AppendMany(2);
   auto garbage = ledger->Append({std::string(64, 'x')});
@@ -433,10 +461,10 @@ BOOST_AUTO_TEST_CASE(invalid_envelopes_are_rejected_and_nothing_is_written) {
   auto mixed = ledger->Append({Revoked(5), "PLEV but not a buffer"});
   BOOST_REQUIRE(!mixed.has_value());
   BOOST_TEST((mixed.error().code() == Status::Code::kInvalidArgument), Why(mixed));
-  BOOST_TEST(mixed.error().message().find("envelope 1") != std::string::npos,
-             Why(mixed));
+  BOOST_TEST(mixed.error().message().find("envelope 1") != std::string::npos, Why(mixed));
   auto empty = ledger->Append({});
-  BOOST_TEST((!empty.has_value() && empty.error().code() == Status::Code::kInvalidArgument));
+  BOOST_TEST(
+      (!empty.has_value() && empty.error().code() == Status::Code::kInvalidArgument));
   BOOST_TEST(ledger->last_seq() == 2u);
   BOOST_TEST(ledger->health().ok());
   Reopen();
@@ -458,10 +486,12 @@ BOOST_AUTO_TEST_CASE(concurrent_appends_are_gap_free_chained_and_group_committed
     threads.emplace_back([&, t] {
       tls_tag = static_cast<std::uint64_t>(t) + 1;
       for (int i = 0; i < kPerThread; ++i) {
-        const std::uint64_t token = tls_tag * 1'000'000 + static_cast<std::uint64_t>(i) * 10 + 1;
+        const std::uint64_t token =
+            tls_tag * 1'000'000 + static_cast<std::uint64_t>(i) * 10 + 1;
         const std::uint64_t n = i % 4 == 3 ? 3 : 1;
         std::vector<std::string> events;
-        for (std::uint64_t k = 0; k < n; ++k) events.push_back(Revoked(token + k, tls_tag));
+        for (std::uint64_t k = 0; k < n; ++k)
+          events.push_back(Revoked(token + k, tls_tag));
         auto seq = ledger->Append(std::move(events));
         if (!seq) {
           failures.fetch_add(1);
@@ -497,8 +527,8 @@ BOOST_AUTO_TEST_CASE(concurrent_appends_are_gap_free_chained_and_group_committed
     auto it = std::prev(by_seq.upper_bound(r.seq));
     const Appended& a = it->second;
     const auto* sq = r.envelope->sequencing();
-    if (TokenId(r) != a.first_token + (r.seq - a.first_seq) || sq->txn_count() != a.count ||
-        sq->txn_index() != r.seq - a.first_seq) {
+    if (TokenId(r) != a.first_token + (r.seq - a.first_seq) ||
+        sq->txn_count() != a.count || sq->txn_index() != r.seq - a.first_seq) {
       ++mismatches;
     }
     return Status::OK();
@@ -521,10 +551,12 @@ BOOST_AUTO_TEST_CASE(listener_sees_every_record_once_in_order_before_append_retu
     threads.emplace_back([&, t] {
       tls_tag = static_cast<std::uint64_t>(t) + 1;
       for (int i = 0; i < kPerThread; ++i) {
-        const std::uint64_t token = tls_tag * 1'000'000 + static_cast<std::uint64_t>(i) * 10 + 1;
+        const std::uint64_t token =
+            tls_tag * 1'000'000 + static_cast<std::uint64_t>(i) * 10 + 1;
         const std::uint64_t n = i % 2 + 1;
         std::vector<std::string> events;
-        for (std::uint64_t k = 0; k < n; ++k) events.push_back(Revoked(token + k, tls_tag));
+        for (std::uint64_t k = 0; k < n; ++k)
+          events.push_back(Revoked(token + k, tls_tag));
         auto seq = ledger->Append(std::move(events));
         if (!seq) {
           failures.fetch_add(1);
@@ -551,7 +583,8 @@ BOOST_AUTO_TEST_CASE(listener_sees_every_record_once_in_order_before_append_retu
   BOOST_TEST(not_once == 0u);
 }
 
-BOOST_AUTO_TEST_CASE(failed_write_fails_every_later_append_and_acknowledges_only_the_durable) {
+BOOST_AUTO_TEST_CASE(
+    failed_write_fails_every_later_append_and_acknowledges_only_the_durable) {
   auto fs = std::make_shared<FailingFs>();
   std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(fs);
   options.env = env.get();
@@ -661,7 +694,8 @@ BOOST_AUTO_TEST_CASE(damage_before_from_seq_is_still_reported) {
   ScanOptions scan;
   scan.from_seq = 5;
   ScanResult r = ScanAll(scan);
-  BOOST_TEST(StartsWith(r.status.message(), "seq 2: checksum mismatch"), r.status.ToString());
+  BOOST_TEST(StartsWith(r.status.message(), "seq 2: checksum mismatch"),
+             r.status.ToString());
   BOOST_TEST(r.visited.empty());
 }
 
@@ -670,7 +704,8 @@ BOOST_AUTO_TEST_CASE(record_rechained_with_a_valid_checksum_is_a_chain_mismatch)
   Rechain(4);
   Open();
   ScanResult r = ScanAll();
-  BOOST_TEST(StartsWith(r.status.message(), "seq 4: chain mismatch"), r.status.ToString());
+  BOOST_TEST(StartsWith(r.status.message(), "seq 4: chain mismatch"),
+             r.status.ToString());
   BOOST_TEST(r.visited == Range(1, 3), boost::test_tools::per_element());
 }
 
@@ -679,7 +714,8 @@ BOOST_AUTO_TEST_CASE(altered_event_with_a_valid_checksum_breaks_the_next_records
   AlterTokenId(4);
   Open();
   ScanResult r = ScanAll();
-  BOOST_TEST(StartsWith(r.status.message(), "seq 5: chain mismatch"), r.status.ToString());
+  BOOST_TEST(StartsWith(r.status.message(), "seq 5: chain mismatch"),
+             r.status.ToString());
   BOOST_TEST(r.visited == Range(1, 4), boost::test_tools::per_element());
 }
 
@@ -688,7 +724,8 @@ BOOST_AUTO_TEST_CASE(deleted_middle_record_is_a_gap) {
   RawDelete(5);
   Open();
   ScanResult r = ScanAll();
-  BOOST_TEST(r.status.message() == "seq 5: gap (expected 5 found 6)", r.status.ToString());
+  BOOST_TEST(r.status.message() == "seq 5: gap (expected 5 found 6)",
+             r.status.ToString());
   BOOST_TEST(r.visited == Range(1, 4), boost::test_tools::per_element());
 }
 
@@ -733,14 +770,16 @@ BOOST_AUTO_TEST_CASE(keep_going_reports_every_damaged_seq_and_visits_the_rest) {
   ScanResult r = ScanAll(scan);
   std::vector<std::uint64_t> damaged;
   for (const std::string& m : r.damage) damaged.push_back(SeqOf(m));
-  BOOST_TEST(damaged == (std::vector<std::uint64_t>{3, 7, 10}), boost::test_tools::per_element());
+  BOOST_TEST(damaged == (std::vector<std::uint64_t>{3, 7, 10}),
+             boost::test_tools::per_element());
   BOOST_REQUIRE(r.damage.size() == 3u);
   BOOST_TEST(StartsWith(r.damage.at(0), "seq 3: checksum mismatch"), r.damage.at(0));
   BOOST_TEST(StartsWith(r.damage.at(1), "seq 7: chain mismatch"), r.damage.at(1));
   BOOST_TEST(r.damage.at(2) == "seq 10: gap (expected 10 found 11)");
   BOOST_TEST(r.status.IsCorruption(), r.status.ToString());
   BOOST_TEST(StartsWith(r.status.message(), "seq 3: "), r.status.ToString());
-  BOOST_TEST(r.visited == Without(Range(1, 15), {3, 7, 10}), boost::test_tools::per_element());
+  BOOST_TEST(r.visited == Without(Range(1, 15), {3, 7, 10}),
+             boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_CASE(scan_range_visits_only_from_seq_to_to_seq) {
@@ -780,8 +819,7 @@ BOOST_AUTO_TEST_CASE(unknown_format_version_fails_open_naming_it) {
   RawPutMeta(fmt::kFormatVersionKey, std::string("\x00\x00\x00\x07", 4));
   auto opened = Ledger::Open(dir, options);
   BOOST_REQUIRE(!opened.has_value());
-  BOOST_TEST((opened.error().code() == Status::Code::kFailedPrecondition),
-             Why(opened));
+  BOOST_TEST((opened.error().code() == Status::Code::kFailedPrecondition), Why(opened));
   BOOST_TEST(opened.error().message().find("version 7") != std::string::npos,
              Why(opened));
 }
@@ -881,7 +919,8 @@ BOOST_AUTO_TEST_CASE(kill_9_loses_no_acknowledged_append) {
   std::vector<char*> envp;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
-  std::string exe = "/proc/self/exe", run = "--run_test=ledger_crash_child/append_until_killed",
+  std::string exe = "/proc/self/exe",
+              run = "--run_test=ledger_crash_child/append_until_killed",
               log = "--log_level=nothing", report = "--report_level=no";
   char* argv[] = {exe.data(), run.data(), log.data(), report.data(), nullptr};
 
@@ -909,7 +948,8 @@ BOOST_AUTO_TEST_CASE(kill_9_loses_no_acknowledged_append) {
   ::close(fds[0]);
   int wstatus = 0;
   BOOST_REQUIRE(::waitpid(pid, &wstatus, 0) == pid);
-  BOOST_TEST_MESSAGE("child acknowledged " << acked << " transactions, up to seq " << max_acked);
+  BOOST_TEST_MESSAGE("child acknowledged " << acked << " transactions, up to seq "
+                                           << max_acked);
   BOOST_TEST(acked >= 200u);
   BOOST_TEST((WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL));
 
