@@ -158,7 +158,7 @@ class Server::Worker::Session {
     kIdle,       // waiting for the first byte of a request
     kReading,    // a request has begun
     kWriting,    // writing a response
-    kLingering,  // after an error response: discarding input until the client closes
+    kLingering,  // closing: discarding input until the client closes (see Linger)
   };
 
   const ServerOptions& opts() const { return w_.options_; }
@@ -306,9 +306,14 @@ class Server::Worker::Session {
     if (ec || closed_) return Destroy();
     served_ = true;
     if (!keep_alive_) {
+      // Closing with unread input would send a reset that can destroy the response
+      // before the client reads it; if the client sent more, linger instead.
       error_code ignored;
-      socket_.shutdown(tcp::socket::shutdown_send, ignored);
-      return Destroy();
+      if (buffer_.size() == 0 && socket_.available(ignored) == 0) {
+        socket_.shutdown(tcp::socket::shutdown_send, ignored);
+        return Destroy();
+      }
+      return Linger();
     }
     StartRequest();
   }

@@ -3,10 +3,12 @@
 // which it calls as a plain function. Modelled on Boost.Beast's
 // example/http/server/async/http_server_async.cpp, restructured for throughput:
 //
-//   * One io_context per thread ("worker"), each with its own SO_REUSEPORT acceptor
-//     on the same port, so the kernel spreads connections and a connection lives on
-//     one thread for its whole life: no strand, no lock, no cross-thread hand-off on
-//     the request path.
+//   * One io_context per thread ("worker"). One acceptor (on worker 0) hands each new
+//     connection to the next worker, round-robin, and the connection lives on that
+//     thread for its whole life: no strand, no lock, no cross-thread hand-off on the
+//     request path. (Not SO_REUSEPORT: it would let a second server bind the same port
+//     and silently take half the connections, and its hash spreads a few long-lived
+//     keep-alive connections less evenly than round-robin does.)
 //   * Per connection, the read buffer, the response header buffer and the Exchange
 //     are reused across keep-alive requests; responses are written with one gathered
 //     write (header + body) that we serialize ourselves. What is still allocated per
@@ -14,6 +16,10 @@
 //     Request and the Response.
 //   * Timeouts are deadlines checked by one coarse timer per worker (every 250 ms)
 //     instead of a timer armed and cancelled around every read and write.
+//
+// Rough throughput (2-core VM, wrk -t2 -c64 -d5s on the same machine, --threads 2,
+// access log to /dev/null): GET /-/liveness ~105-113k req/s where nginx 1.22
+// `return 200` (2 workers) gives ~84-100k; forward auth with a valid token ~80k req/s.
 //
 // Protocol: HTTP/1.1 and 1.0 with keep-alive; pipelined requests are answered one at a
 // time, in order. `Expect: 100-continue` is answered before the body is read. Limits:
@@ -24,9 +30,10 @@
 //   a new connection sending nothing for read_timeout, or a keep-alive connection
 //   idle for idle_timeout between requests -> close
 //   connections beyond max_connections are closed as soon as they are accepted.
-// After an error response the server stops sending, then reads and discards what the
-// client still sends for up to 2 s ("lingering close"), so the client reads the
-// response instead of a connection reset.
+// After an error response (or a `Connection: close` one while the client has sent
+// more) the server stops sending, then reads and discards what the client still sends
+// for up to 2 s ("lingering close"), so the client reads the response instead of a
+// connection reset.
 //
 // Handler calls: Handler::Handle runs directly on the I/O thread. It is fast and does
 // not block, except for requests that write to the ledger, which wait for a synced
@@ -42,9 +49,9 @@
 // under one mutex, flushed as soon as the worker has no other ready work, so lines never
 // interleave and appear promptly.
 //
-// Thread safety: Start, Run and the destructor must not run concurrently with each
-// other. Stop and port may be called from any thread (including a handler or a signal
-// handler thread) at any time after construction.
+// Thread safety: Start, Stop, port and connections may be called from any thread
+// (Stop also from a completion handler or a signal handler's thread). Run is called
+// once, after Start. The destructor REQUIRES that Run has returned or was never called.
 #pragma once
 
 #include <atomic>

@@ -138,6 +138,8 @@ int Serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   }
 
   // Signals first, so a SIGTERM from here on stops the server instead of killing it.
+  // A closed log pipe must not kill an auth service: writes then just fail.
+  std::signal(SIGPIPE, SIG_IGN);
   boost::asio::io_context signal_ioc(1);
   boost::asio::signal_set signals(signal_ioc, SIGINT, SIGTERM);
 
