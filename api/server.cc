@@ -174,6 +174,14 @@ class Server::Worker::Session {
       BeginRequest(SteadyClock::now());
       return Parse();
     }
+    if (w_.stopping_) {
+      // Stopping, and no request of this connection is pending: close it now. (Stop
+      // closes idle sessions itself, but one still finishing its write when Stop ran
+      // arrives here afterwards and would otherwise wait for the grace deadline.)
+      error_code ignored;
+      socket_.shutdown(tcp::socket::shutdown_send, ignored);
+      return Destroy();  // deletes this
+    }
     phase_ = Phase::kIdle;
     // A new connection gets read_timeout to send its first request; between
     // keep-alive requests the idle timeout applies.
