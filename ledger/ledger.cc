@@ -26,8 +26,11 @@
 
 #include <condition_variable>
 #include <cstring>
+#include <algorithm>
+#include <chrono>
 #include <deque>
 #include <mutex>
+#include <thread>
 
 #include "ledger/format.h"
 #include "ledger/record.h"
@@ -233,8 +236,41 @@ std::vector<Writer*> Ledger::Impl::TakeGroup() {
 Ledger::Ledger(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Ledger::~Ledger() = default;
 
+namespace {
+
+// The names of the files in `dir` (sorted), or empty if it cannot be listed.
+std::vector<std::string> Listing(rocksdb::Env* env, const std::string& dir) {
+  std::vector<std::string> names;
+  if (!env->GetChildren(dir, &names).ok()) names.clear();
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Ledger>> Ledger::Open(const std::string& dir,
                                              const Options& options) {
+  if (!options.read_only) return OpenOnce(dir, options);
+  // A read-only open reads the MANIFEST, then lists and replays the WAL files. Beside a
+  // running writer, a flush or compaction finishing in between makes it fail ("No such
+  // file") or, worse, succeed with a view missing a WAL deleted after its flush (which
+  // reads as a gap). So retry until the directory listing is the same before and after
+  // the open; once open, the handle keeps its files open and its view is stable.
+  rocksdb::Env* env = options.env != nullptr ? options.env : rocksdb::Env::Default();
+  Result<std::unique_ptr<Ledger>> opened = Err(Status::Internal("not opened"));
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    const std::vector<std::string> before = Listing(env, dir);
+    opened = OpenOnce(dir, options);
+    const bool vanished =
+        !opened && opened.error().message().find("No such file") != std::string::npos;
+    if (!vanished && Listing(env, dir) == before) return opened;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5 << std::min(attempt, 4)));
+  }
+  return opened;  // still changing after 20 tries (~1.4 s): the last attempt's answer
+}
+
+Result<std::unique_ptr<Ledger>> Ledger::OpenOnce(const std::string& dir,
+                                                 const Options& options) {
   rocksdb::Env* env = options.env != nullptr ? options.env : rocksdb::Env::Default();
   const rocksdb::Status current = env->FileExists(dir + "/CURRENT");
   if (!current.ok() && !current.IsNotFound()) {
@@ -284,7 +320,9 @@ Result<std::unique_ptr<Ledger>> Ledger::Open(const std::string& dir,
     return Err(st.WithContext("ledger in " + dir));
   }
   auto ledger = std::unique_ptr<Ledger>(new Ledger(std::move(impl)));
-  if (ledger->impl_->last_seq > 0) {
+  // Only a writer needs the last record's time (to keep recorded_at non-decreasing);
+  // a reader must still open a ledger whose last record is damaged, to report it.
+  if (!options.read_only && ledger->impl_->last_seq > 0) {
     auto last = ledger->Read(ledger->impl_->last_seq);
     if (!last) return Err(last.error());
     ledger->impl_->last_recorded_at_us = schema::GetEnvelope(last->data())->recorded_at_us();

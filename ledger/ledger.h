@@ -91,6 +91,7 @@ class Ledger {
  public:
   // Opens (or creates) the ledger in `dir`. Does not read the events; call Scan to
   // replay them. Corruption/IOError say what is wrong; a missing ledger is kNotFound.
+  // A read-only open beside a running writer retries until it gets a stable view.
   static Result<std::unique_ptr<Ledger>> Open(const std::string& dir, const Options& options);
   ~Ledger();  // REQUIRES: no Append in progress.
   Ledger(const Ledger&) = delete;
@@ -129,6 +130,8 @@ class Ledger {
  private:
   struct Impl;
   explicit Ledger(std::unique_ptr<Impl> impl);
+  static Result<std::unique_ptr<Ledger>> OpenOnce(const std::string& dir,
+                                                  const Options& options);
   std::unique_ptr<Impl> impl_;
 };
 
