@@ -14,6 +14,7 @@
 #include "service/scopes.h"
 #include "service/token_format.h"
 #include "service/views.h"
+#include "web/assets.h"
 
 namespace patledger::api {
 namespace {
@@ -181,8 +182,10 @@ class Context {
       case AuthVerdict::kOk: break;
       case AuthVerdict::kMalformed:
       case AuthVerdict::kUnknown:
-      case AuthVerdict::kOwnerBlocked:
         return Unauthorized(req);
+      case AuthVerdict::kOwnerBlocked:  // GitLab: lib/api/api_guard.rb
+        return Message(req, http::status::forbidden,
+                       "403 Forbidden - Your account has been blocked.");
       case AuthVerdict::kExpired: return InvalidToken(req, options, kExpired);
       case AuthVerdict::kRevoked: return InvalidToken(req, options, kRevoked);
       case AuthVerdict::kInsufficientScope: return InsufficientScope(req, options, r.missing);
@@ -220,7 +223,8 @@ class Context {
     a.via_sudo = caller.via_sudo;
     a.client_address = exchange->client_address;
     if (auto h = req.find("X-Request-Id"); h != req.end()) {
-      a.request_id = std::string(h->value().substr(0, 128));
+      // Recorded in the ledger: mask anything that may be a token's secret.
+      a.request_id = FilteredTarget(h->value().substr(0, 128));
     }
     return a;
   }
@@ -622,9 +626,11 @@ Response PersonalAccessTokens(Context& c, const std::vector<std::string_view>& p
                               : (method == http::verb::get || method == http::verb::delete_);
   if (!allowed) return Message(c.req, http::status::method_not_allowed, "405 Method Not Allowed");
   // Reading needs read_api; revoking or rotating needs api — except on /self, where a
-  // token may always look at, revoke or rotate itself (GitLab allows any scope there).
+  // token may always look at or revoke itself. Rotating oneself still needs api (as
+  // GitLab's self_rotation): a leaked read-only token must not renew itself.
   const ScopeSet required =
-      self ? 0 : (method == http::verb::get ? service::kReadApi : service::kApi);
+      rotate ? service::kApi
+             : (self ? 0 : (method == http::verb::get ? service::kReadApi : service::kApi));
   if (auto r = c.Authenticate(required)) return std::move(*r);
   if (self) id = c.caller.token_id;
   auto meta = c.svc.state().FindToken(*id);
@@ -655,6 +661,61 @@ Response PersonalAccessTokens(Context& c, const std::vector<std::string_view>& p
   return Json(c.req, http::status::ok, service::CreatedTokenJson(*created, c.now));
 }
 
+// ---- the Access tokens page (web/) and what it reads without a token --------------
+
+// Served with every file of the page: nothing but this origin's own files may run,
+// load or be framed (no inline script or style, no form posts, no CDN).
+constexpr std::string_view kPageCsp =
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
+
+// GET/HEAD of /, /-/user_settings/personal_access_tokens (index.html) and /-/web/<file>.
+Response WebPage(const Request& req, std::string_view path) {
+  if (req.method() != http::verb::get && req.method() != http::verb::head) {
+    Response res =
+        Message(req, http::status::method_not_allowed, "405 Method Not Allowed");
+    res.set(http::field::allow, "GET, HEAD");
+    return res;
+  }
+  constexpr std::string_view kFiles = "/-/web/";
+  const std::string_view name = path.starts_with(kFiles) ? path.substr(kFiles.size())
+                                                         : std::string_view("index.html");
+  const web::Asset* asset = web::FindAsset(name);
+  if (asset == nullptr) return Message(req, http::status::not_found, "404 Not Found");
+  Response res = Make(req, http::status::ok);
+  res.set(http::field::content_type, asset->content_type);
+  res.set("Content-Security-Policy", kPageCsp);
+  res.set("X-Content-Type-Options", "nosniff");
+  res.set("Referrer-Policy", "no-referrer");
+  res.set(http::field::cache_control, name == "index.html" ? "no-store" : "no-cache");
+  res.body() = std::string(asset->body);  // HEAD: the transport sends only the length
+  res.prepare_payload();
+  return res;
+}
+
+// GET /api/v4/-/scopes: every scope with its description, in table order (the page's
+// checkboxes). GET /api/v4/-/policy: the expiry rules the page's date picker follows.
+// Neither is secret, so neither needs a token.
+Response PagePublicInfo(Context& c, std::string_view what) {
+  if (what == "scopes") {
+    json::array out;
+    for (const service::ScopeInfo& s : service::kScopeTable) {
+      out.push_back(json::object{{"name", s.name}, {"description", s.description}});
+    }
+    return Json(c.req, http::status::ok, out);
+  }
+  const service::Policy& p = c.svc.policy();
+  const std::int32_t today = DayOf(c.svc.clock().NowMicros());
+  const auto limit = c.svc.MaxExpiryDay();  // first day not allowed
+  return Json(c.req, http::status::ok,
+              json::object{{"require_expiry", p.require_expiry},
+                           {"max_lifetime_days", p.max_lifetime_days},
+                           {"today", FormatDate(today)},
+                           {"min_expires_at", FormatDate(today + 1)},
+                           {"max_expires_at", limit ? json::value(FormatDate(*limit - 1))
+                                                    : json::value(nullptr)}});
+}
+
 Response Route(Context& c) {
   const std::string_view path = c.path;
   if (!path.starts_with(kApi) || (path.size() > kApi.size() && path[kApi.size()] != '/')) {
@@ -669,6 +730,13 @@ Response Route(Context& c) {
       return Message(c.req, http::status::method_not_allowed, "405 Method Not Allowed");
     }
     return ForwardAuth(c);
+  }
+  if (parts[0] == "-" && parts.size() == 2 &&
+      (parts[1] == "scopes" || parts[1] == "policy")) {
+    if (method != http::verb::get && method != http::verb::head) {
+      return Message(c.req, http::status::method_not_allowed, "405 Method Not Allowed");
+    }
+    return PagePublicInfo(c, parts[1]);
   }
   if (parts[0] == "user") {
     if (parts.size() == 1) {
@@ -723,6 +791,11 @@ Response Handler::Handle(const Request& request, Exchange* exchange) const {
     if (path == "/-/liveness" || path == "/livez") {
       return Json(request, http::status::ok, json::object{{"status", "ok"}});
     }
+    // The Access tokens page: static files, served even while the ledger is replayed.
+    if (path == "/" || path == "/-/user_settings/personal_access_tokens" ||
+        path.starts_with("/-/web/")) {
+      return WebPage(request, path);
+    }
     service::TokenService* svc = service_.load(std::memory_order_acquire);
     if (path == "/-/readiness" || path == "/readyz") {
       return svc ? Json(request, http::status::ok, json::object{{"status", "ok"}})
@@ -760,9 +833,11 @@ std::string FilteredTarget(std::string_view target) {
       if (!first) out.push_back('&');
       first = false;
       const auto eq = pair.find('=');
-      std::string_view key = pair.substr(0, eq);
+      std::string key(pair.substr(0, eq));
+      for (char& ch : key) ch = ch == '-' ? '_' : static_cast<char>(std::tolower(ch));
       if (eq != std::string_view::npos &&
           (key == "private_token" || key == "token" || key == "access_token")) {
+        key.assign(pair.substr(0, eq));
         out.append(key).append("=[FILTERED]");
       } else {
         out.append(pair);
@@ -771,8 +846,9 @@ std::string FilteredTarget(std::string_view target) {
       rest.remove_prefix(amp + 1);
     }
   }
-  // Anything else shaped like a token (a prefix, then 36 base62 characters), wherever
-  // it is: mask it too. Tokens of any prefix end in the same 36-character body.
+  // Anything else that may hold a token's secret part, wherever it is: every run of
+  // 30 or more base62 characters (a token's body is 36, its random part 30; a
+  // mistyped or truncated token still holds most of it). Nothing of ours is that long.
   auto base62 = [](char ch) {
     return (ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z');
   };
@@ -782,7 +858,7 @@ std::string FilteredTarget(std::string_view target) {
       ++run;
       continue;
     }
-    if (run >= service::kTokenBodyLength) {
+    if (run >= service::kTokenRandomLength) {
       out.replace(i - run, run, "[FILTERED]");
       i = i - run + 10;
     }

@@ -2,7 +2,9 @@
 // response out — so tests call it without sockets (api/server.h does the I/O).
 //
 // Routes (docs/api.md): GitLab's API v4 for users and personal access tokens, the
-// forward-auth endpoint GET /api/v4/auth for gateways, and /-/liveness, /-/readiness.
+// forward-auth endpoint GET /api/v4/auth for gateways, /-/liveness, /-/readiness, and
+// the Access tokens page (web/) with the two public reads it needs (/api/v4/-/scopes,
+// /api/v4/-/policy).
 // Error statuses and bodies are GitLab's (REFERENCE.md §1); the mapping from Status
 // to HTTP is in exactly one place (handler.cc, ErrorResponse).
 //

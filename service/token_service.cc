@@ -51,6 +51,43 @@ Status ValidateUsername(std::string_view username) {
   return Status::OK();
 }
 
+// True if `text` holds something that may be a token: `prefix` followed by 20 or more
+// base62 characters (a token, even mistyped or cut short), or a 36-character base62
+// word whose checksum is a token's (a token without its prefix). Such text is refused
+// in names and descriptions, so a token pasted by mistake never reaches the ledger (and
+// so never a log or a tool's output). Ordinary long words and hashes pass.
+bool MayHoldToken(std::string_view text, std::string_view prefix) {
+  auto base62 = [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+  };
+  std::size_t run = 0;
+  for (std::size_t i = 0; i <= text.size(); ++i) {
+    if (i < text.size() && base62(text[i])) {
+      ++run;
+      if (run == 20 && !prefix.empty() && i + 1 >= 20 + prefix.size() &&
+          text.substr(i + 1 - 20 - prefix.size(), prefix.size()) == prefix) {
+        return true;
+      }
+      continue;
+    }
+    if (run == kTokenBodyLength && !prefix.empty() &&
+        CheckTokenShape(std::string(prefix).append(text.substr(i - run, run)), prefix) ==
+            TokenShape::kOk) {
+      return true;
+    }
+    run = 0;
+  }
+  return false;
+}
+
+Status RefuseTokenLike(std::string_view field, std::string_view text,
+                       std::string_view prefix) {
+  if (!MayHoldToken(text, prefix)) return Status::OK();
+  return Status::InvalidArgument(std::string(field) +
+                                 " looks like it contains a token; a token's secret must "
+                                 "never be stored (revoke it if it was pasted by mistake)");
+}
+
 }  // namespace
 
 std::string_view AuthVerdictName(AuthVerdict v) {
@@ -263,6 +300,9 @@ Result<replay::UserRecord> TokenService::RegisterUser(const Actor& actor,
   if (email.size() > 254 || email.find('@') == std::string_view::npos) {
     return Err(Status::InvalidArgument("email must be an address with an '@'"));
   }
+  PATLEDGER_RETURN_ERR_IF_ERROR(RefuseTokenLike("username", username, prefix_));
+  PATLEDGER_RETURN_ERR_IF_ERROR(RefuseTokenLike("name", name, prefix_));
+  PATLEDGER_RETURN_ERR_IF_ERROR(RefuseTokenLike("email", email, prefix_));
   std::lock_guard lock(users_mu_);
   if (state_->FindUserByName(username)) {
     return Err(Status::AlreadyExists("username '" + std::string(username) + "' is taken"));
@@ -338,6 +378,8 @@ Result<CreatedToken> TokenService::CreateToken(const Actor& actor,
   if (request.scopes == 0) {
     return Err(Status::InvalidArgument("at least one scope is required"));
   }
+  PATLEDGER_RETURN_ERR_IF_ERROR(RefuseTokenLike("name", request.name, prefix_));
+  PATLEDGER_RETURN_ERR_IF_ERROR(RefuseTokenLike("description", request.description, prefix_));
   if ((request.scopes & ~kAllScopes) != 0) {
     return Err(Status::InvalidArgument("unknown scope bits"));
   }

@@ -197,6 +197,40 @@ BOOST_AUTO_TEST_CASE(every_refusal_says_what_is_wrong) {
   BOOST_TEST(bad.error().message().find("read_registry") != std::string::npos);
 }
 
+BOOST_AUTO_TEST_CASE(a_token_pasted_into_a_name_or_description_is_refused_unechoed) {
+  // A secret pasted by mistake must never reach the ledger (and so any log or tool).
+  const auto user = AddUser("paste");
+  const std::string secret = Create(user, "api").secret;
+  const std::uint64_t seq = service_->ledger().last_seq();
+  for (const std::string& text :
+       {secret, "see " + secret + " here", secret.substr(6),  // without its prefix
+        secret.substr(0, secret.size() - 3)}) {
+    CreateTokenRequest r;
+    r.user_id = user;
+    r.name = "ok";
+    r.description = text;
+    r.scopes = Scopes("api");
+    auto c = service_->CreateToken(Actor{}, r);
+    BOOST_TEST_REQUIRE(!c.has_value());
+    BOOST_TEST(c.error().message().find("token") != std::string::npos);
+    BOOST_TEST(c.error().message().find(secret.substr(6, 30)) == std::string::npos);
+    BOOST_TEST(c.error().message().find("description") != std::string::npos);
+    r.description.clear();
+    r.name = text;
+    BOOST_TEST(!service_->CreateToken(Actor{}, r).has_value());
+  }
+  BOOST_TEST(!service_->RegisterUser(Actor{}, "x", secret, "x@example.com", false).has_value());
+  BOOST_TEST(service_->ledger().last_seq() == seq);  // nothing was written
+  // Ordinary text, even with a long word, is fine.
+  CreateTokenRequest ok;
+  ok.user_id = user;
+  ok.name = "deploy key for glpat-rotation-service v2";
+  ok.description = "Supercalifragilisticexpialidocious, commit "
+                   "3f1c2a9d8e7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d";
+  ok.scopes = Scopes("api");
+  BOOST_TEST(service_->CreateToken(Actor{}, ok).has_value());
+}
+
 BOOST_AUTO_TEST_CASE(sudo_scope_works_only_while_the_owner_is_an_admin) {
   const auto admin = AddUser("ops", /*admin=*/true);
   const auto t = Create(admin, "sudo,read_user");
