@@ -15,6 +15,7 @@
 #include "service/scopes.h"
 #include "service/token_service.h"
 #include "service/views.h"
+#include "tools/forensics/forensics.h"
 #include "tools/serve.h"
 
 namespace patledger::tools {
@@ -59,6 +60,18 @@ const char kTopUsage[] =
     "  token rotate ID [--expires YYYY-MM-DD] [--json] prints the new token once\n"
     "  token list [--user U] [--json]    token show ID [--json]\n"
     "  auth TOKEN|- [--scope S] [--at TIMESTAMP]  exit 0 if valid; '-' reads stdin\n"
+    "\n"
+    "audit and forensics (read-only, beside a running server too; docs/forensics.md):\n"
+    "  verify [--expect SEQ[:CHAIN]]  every record, the chain, the log's consistency\n"
+    "  log [--since T] [--until T] [--user U] [--token-id N] [--type T] [--follow]\n"
+    "  export [--format jsonl|csv]    the whole event stream, flat\n"
+    "  history --token-id N | --token-value - | --user U\n"
+    "  state --at T | --seq N [--user U]   the tokens valid at that instant\n"
+    "  diff --from T1 --to T2         what changed between two instants\n"
+    "  triage FILE|- [--at T]         which leaked candidates are ours, whose, live\n"
+    "  stats [--at T]                 counts by state, scope, user and expiry month\n"
+    "  backup --to DIR [--with-key]   restore --from DIR --to DIR\n"
+    "  generate --data DIR --users N --tokens M --seed S [--days D]   (test ledgers)\n"
     "\n"
     "`patledger <command> --help` describes a command's options.\n";
 
@@ -579,6 +592,12 @@ int RunCli(int argc, const char* const* argv, std::istream& in, std::ostream& ou
     if (command == "user") return User(args, cmd);
     if (command == "token") return Token(args, cmd);
     if (command == "auth") return Auth(args, cmd);
+    if (command == "verify" || command == "log" || command == "export" ||
+        command == "history" || command == "state" || command == "diff" ||
+        command == "triage" || command == "stats" || command == "backup" ||
+        command == "restore" || command == "generate") {
+      return forensics::Run(command, args, in, out, err);
+    }
   } catch (const std::exception& e) {
     err << "patledger: internal error: " << e.what() << "\n";
     return 70;
