@@ -798,9 +798,18 @@ Response Handler::Handle(const Request& request, Exchange* exchange) const {
     }
     service::TokenService* svc = service_.load(std::memory_order_acquire);
     if (path == "/-/readiness" || path == "/readyz") {
-      return svc ? Json(request, http::status::ok, json::object{{"status", "ok"}})
-                 : Message(request, http::status::service_unavailable,
-                           "503 Service Unavailable - replaying the ledger");
+      if (svc == nullptr) {
+        return Message(request, http::status::service_unavailable,
+                       "503 Service Unavailable - replaying the ledger");
+      }
+      // After a failed write the ledger refuses every append until restarted: not ready
+      // (reads still work), so a supervisor or load balancer can act on it.
+      if (!svc->ledger().health().ok()) {
+        return Message(request, http::status::service_unavailable,
+                       "503 Service Unavailable - the ledger cannot record changes; "
+                       "restart to recover");
+      }
+      return Json(request, http::status::ok, json::object{{"status", "ok"}});
     }
     if (svc == nullptr) {
       Response res = Message(request, http::status::service_unavailable,

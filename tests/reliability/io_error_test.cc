@@ -326,6 +326,7 @@ void Check(const std::string& what, const FailureRun& f, int runs = 1) {
   BOOST_TEST(f.other_status == 0, what << ": " << f.first_problem);
   BOOST_TEST(f.reads_bad == 0, what << ": " << f.first_problem);
   BOOST_TEST(f.still_refused_after_recovery == 3 * runs, what);  // documented: sticky
+  BOOST_TEST(f.readiness_while_failing == 503, what);  // not ready until restarted (F5)
   BOOST_TEST(f.damaged_after_reopen == 0, what << ": " << f.first_problem);
   BOOST_TEST(f.first_problem.empty(), what << ": " << f.first_problem);
 }
