@@ -12,9 +12,8 @@
 // self-service scope escalation (POST /user/personal_access_tokens asking for more than
 // the calling token has).
 //
-// Where the expected value follows GitLab rather than what the handler answers today,
-// the cell says so in a comment naming the GitLab source, and the test fails until the
-// handler is fixed (see docs/security-tests.md, "Authorization matrix").
+// Where a cell follows GitLab against what docs/api.md first said, a comment names the
+// GitLab source (docs/security-tests.md, "Authorization matrix", lists them).
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -90,11 +89,10 @@ constexpr Expect kExpiredToken{401, Body::kExpired};
 constexpr Expect kRevokedToken{401, Body::kRevoked};
 constexpr Expect kScope{403, Body::kScope};
 constexpr Expect kForbid{403, Body::kForbidden};
-// A valid token whose owner is blocked. GitLab answers 403 "Your account has been
+// A valid token whose owner is blocked: GitLab answers 403 "Your account has been
 // blocked." (lib/api/api_guard.rb, find_current_user!: `forbidden!(api_access_denied_
-// message(user))` unless api_access_allowed?; Gitlab::Auth::UserAccessDeniedReason);
-// patledger answers 401 today (docs/api.md lists "owner blocked" under 401 as if it were
-// GitLab's). Reported to the lead; if 401 is kept on purpose, make this kUnauth.
+// message(user))` unless api_access_allowed?; Gitlab::Auth::UserAccessDeniedReason).
+// The handler answered 401 until this table caught it.
 constexpr Expect kBlockedOwner{403, Body::kAccountBlocked};
 
 // Placeholders in targets and bodies, replaced per cell:
@@ -167,9 +165,9 @@ const Row kMatrix[] = {
     kScope,  200,     kUnauth, 200,           200,           kScope}},
   // scope column: GitLab's self rotation needs `api` (or `self_rotate`, which patledger
   // does not have): lib/api/personal_access_tokens/self_rotation.rb,
-  // `allow_access_with_scope :api` / `:self_rotate` (MR 142664, 178111). patledger lets
-  // a read-only token rotate itself, and so renew a leaked read-only token for up to a
-  // year. Expected per GitLab; fails until the handler requires api here.
+  // `allow_access_with_scope :api` / `:self_rotate` (MR 142664, 178111). The handler let
+  // any token rotate itself — a leaked read-only token could renew itself for a year —
+  // until this table caught it.
   {"POST", "/api/v4/personal_access_tokens/self/rotate", "",
    {kUnauth, kUnauth, kUnauth, kExpiredToken, kRevokedToken, kBlockedOwner,
     kScope,  200,     200,     200,           kUnauth,       kScope}},
@@ -190,6 +188,14 @@ const Row kMatrix[] = {
   {"GET", "/api/v4/auth?scope=api", "",
    {kUnauth, kUnauth, kUnauth, kExpiredToken, kRevokedToken, kUnauth,
     kScope,  200,     200,     200,           200,           200}},
+  // What the Access tokens page reads without a token, and the page itself: no
+  // credential is looked at.
+  {"GET", "/api/v4/-/scopes", "",
+   {200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
+  {"GET", "/api/v4/-/policy", "",
+   {200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
+  {"GET", "/-/user_settings/personal_access_tokens", "",
+   {200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
   // Health: no credential is looked at.
   {"GET", "/-/liveness", "",
    {200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
