@@ -65,6 +65,16 @@ Result<std::int64_t> Time(const std::string& option, const std::string& text) {
   return *t;
 }
 
+// Sets *out from an optional time option: nothing when `text` is empty.
+template <typename T>
+Status SetTime(const std::string& option, const std::string& text, T* out) {
+  if (text.empty()) return Status::OK();
+  auto t = Time(option, text);
+  if (!t) return t.error();
+  *out = *t;
+  return Status::OK();
+}
+
 Result<ExpectedHead> ParseExpect(const std::string& text) {
   ExpectedHead e;
   const auto colon = text.find(':');
@@ -201,15 +211,11 @@ int RunLog(Cli& cli) {
   cli.AddQuiet();
   int exit = 0;
   if (!cli.Parse(&exit)) return exit;
-  if (!since.empty()) {
-    auto t = Time("since", since);
-    if (!t) return cli.Finish(t.error());
-    o.filter.since_us = *t;
+  if (Status s = SetTime("since", since, &o.filter.since_us); !s.ok()) {
+    return cli.Finish(s);
   }
-  if (!until.empty()) {
-    auto t = Time("until", until);
-    if (!t) return cli.Finish(t.error());
-    o.filter.until_us = *t;
+  if (Status s = SetTime("until", until, &o.filter.until_us); !s.ok()) {
+    return cli.Finish(s);
   }
   if (!(interval > 0) || interval > 3600) {
     return cli.Finish(Status::InvalidArgument("--interval must be in (0, 3600] seconds"));
@@ -251,10 +257,8 @@ int RunHistory(Cli& cli) {
   cli.AddQuiet();
   int exit = 0;
   if (!cli.Parse(&exit)) return exit;
-  if (!now.empty()) {
-    auto t = Time("now", now);
-    if (!t) return cli.Finish(t.error());
-    o.now_us = *t;
+  if (Status s = SetTime("now", now, &o.now_us); !s.ok()) {
+    return cli.Finish(s);
   }
   return cli.Finish(History(o, cli.io()));
 }
@@ -271,10 +275,8 @@ int RunState(Cli& cli) {
   cli.AddQuiet();
   int exit = 0;
   if (!cli.Parse(&exit)) return exit;
-  if (!at.empty()) {
-    auto t = Time("at", at);
-    if (!t) return cli.Finish(t.error());
-    o.at_us = *t;
+  if (Status s = SetTime("at", at, &o.at_us); !s.ok()) {
+    return cli.Finish(s);
   }
   if (cli.Has("seq")) {
     if (seq == 0) return cli.Finish(Status::InvalidArgument("--seq must be 1 or more"));
@@ -321,15 +323,11 @@ int RunTriage(Cli& cli) {
   cli.AddQuiet();
   int exit = 0;
   if (!cli.Parse(&exit)) return exit;
-  if (!at.empty()) {
-    auto t = Time("at", at);
-    if (!t) return cli.Finish(t.error());
-    o.at_us = *t;
+  if (Status s = SetTime("at", at, &o.at_us); !s.ok()) {
+    return cli.Finish(s);
   }
-  if (!now.empty()) {
-    auto t = Time("now", now);
-    if (!t) return cli.Finish(t.error());
-    o.now_us = *t;
+  if (Status s = SetTime("now", now, &o.now_us); !s.ok()) {
+    return cli.Finish(s);
   }
   while (!o.api_url.empty() && o.api_url.back() == '/') o.api_url.pop_back();
   return cli.Finish(Triage(o, cli.io()));
@@ -347,15 +345,11 @@ int RunStats(Cli& cli) {
   cli.AddQuiet();
   int exit = 0;
   if (!cli.Parse(&exit)) return exit;
-  if (!at.empty()) {
-    auto t = Time("at", at);
-    if (!t) return cli.Finish(t.error());
-    o.at_us = *t;
+  if (Status s = SetTime("at", at, &o.at_us); !s.ok()) {
+    return cli.Finish(s);
   }
-  if (!now.empty()) {
-    auto t = Time("now", now);
-    if (!t) return cli.Finish(t.error());
-    o.now_us = *t;
+  if (Status s = SetTime("now", now, &o.now_us); !s.ok()) {
+    return cli.Finish(s);
   }
   return cli.Finish(Stats(o, cli.io()));
 }
