@@ -24,6 +24,8 @@
 #include <cstring>
 #include <utility>
 
+#include "common/fs.h"
+
 namespace patledger::service {
 
 struct TokenKey::Pads {
@@ -86,13 +88,6 @@ int HexValue(char c) {
   return -1;
 }
 
-std::string DirectoryOf(const std::string& path) {
-  const std::size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
 Status WriteAll(int fd, const char* p, std::size_t n, const std::string& path) {
   while (n > 0) {
     const ssize_t w = ::write(fd, p, n);
@@ -102,15 +97,6 @@ Status WriteAll(int fd, const char* p, std::size_t n, const std::string& path) {
     }
     p += w;
     n -= static_cast<std::size_t>(w);
-  }
-  return Status::OK();
-}
-
-Status SyncDirectory(const std::string& dir) {
-  ScopedFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() < 0) return Status::IOError(Errno("cannot open directory", dir, errno));
-  if (::fsync(fd.get()) != 0) {
-    return Status::IOError(Errno("cannot fsync directory", dir, errno));
   }
   return Status::OK();
 }
@@ -196,23 +182,40 @@ Result<TokenKey> TokenKey::Create(const std::string& path) {
   }
   Encode(key, text);
 
-  ScopedFd fd(
-      ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (fd.get() < 0) {
-    const int err = errno;
-    if (err == EEXIST) return Err(Status::AlreadyExists("key file " + path + " exists"));
-    return Err(Status::IOError(Errno("cannot create key file", path, err)));
+  // Written whole and synced under a scratch name, then published with link(2),
+  // which never replaces an existing name (not even a dangling symlink): a crash at
+  // any moment leaves either no key file or a complete one, never a torn one that
+  // would brick the data directory. A scratch file left by a crash is replaced.
+  const std::string partial = path + ".partial";
+  if (::unlink(partial.c_str()) != 0 && errno != ENOENT) {
+    return Err(Status::IOError(Errno("cannot remove", partial, errno)));
   }
-  Status s = WriteAll(fd.get(), text.data(), text.size(), path);
+  ScopedFd fd(::open(partial.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC,
+                     0600));
+  if (fd.get() < 0) {
+    return Err(Status::IOError(Errno("cannot create key file", partial, errno)));
+  }
+  Status s = WriteAll(fd.get(), text.data(), text.size(), partial);
   if (s.ok() && ::fsync(fd.get()) != 0) {
-    s = Status::IOError(Errno("cannot fsync key file", path, errno));
+    s = Status::IOError(Errno("cannot fsync key file", partial, errno));
   }
   if (fd.Close() != 0 && s.ok()) {
-    s = Status::IOError(Errno("cannot close key file", path, errno));
+    s = Status::IOError(Errno("cannot close key file", partial, errno));
   }
+  bool published = false;
+  if (s.ok()) {
+    if (::link(partial.c_str(), path.c_str()) == 0) {
+      published = true;
+    } else {
+      const int err = errno;
+      s = err == EEXIST ? Status::AlreadyExists("key file " + path + " exists")
+                        : Status::IOError(Errno("cannot create key file", path, err));
+    }
+  }
+  ::unlink(partial.c_str());
   if (s.ok()) s = SyncDirectory(DirectoryOf(path));
   if (!s.ok()) {
-    ::unlink(path.c_str());  // we created it (O_EXCL); leave nothing half-written
+    if (published) ::unlink(path.c_str());  // ours, and not durable: leave nothing
     return Err(std::move(s));
   }
   return TokenKey(key);

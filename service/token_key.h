@@ -50,8 +50,9 @@ class TokenKey {
   static_assert(kFileBytes == 82, "documented above");
 
   // Generates a new random key (RAND_bytes) and writes it to `path` as a new file of
-  // mode 0600 (open with O_CREAT | O_EXCL | O_NOFOLLOW), then fsyncs the file and its
-  // directory, so the key is durable before any digest made with it is.
+  // mode 0600: written and fsynced as `path`.partial, published with link(2) (never
+  // replaces an existing name), then the directory is fsynced — so the key is durable
+  // before any digest made with it is, and a crash leaves no torn key file.
   // Errors: AlreadyExists if `path` exists (even as a symlink; nothing is
   // overwritten); IOError if it cannot be written (no file is left behind);
   // Internal if the CSPRNG fails.

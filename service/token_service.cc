@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <utility>
 
+#include "common/fs.h"
 #include "service/token_format.h"
 
 namespace patledger::service {
@@ -125,7 +126,15 @@ Result<InitResult> TokenService::Init(const ServiceOptions& options) {
   if (ec) {
     return Err(Status::IOError("cannot create " + options.data_dir + ": " + ec.message()));
   }
-  auto key = TokenKey::Create(key_path);
+  // A crash at any moment must leave a directory that a later Init (or `serve`) takes:
+  // the ledger is built with its genesis under a scratch name and renamed into place
+  // only when complete (the rename is the commit point), and the key is published
+  // whole before that (TokenKey::Create). So a key without a ledger is a key whose
+  // ledger never came to be: it is adopted, not refused; a scratch ledger is discarded.
+  const std::string building = ledger_path + ".partial";
+  fs::remove_all(building, ec);
+  if (ec) return Err(Status::IOError("cannot remove " + building + ": " + ec.message()));
+  auto key = fs::exists(key_path) ? TokenKey::Load(key_path) : TokenKey::Create(key_path);
   if (!key) return Err(key.error());
   const std::uint64_t fingerprint = key->Fingerprint();
 
@@ -135,17 +144,12 @@ Result<InitResult> TokenService::Init(const ServiceOptions& options) {
   lo.env = options.env;
   auto service = std::unique_ptr<TokenService>(new TokenService(options, std::move(*key)));
   lo.listener = service->state_.get();
-  auto ledger = ledger::Ledger::Open(ledger_path, lo);
-  if (!ledger) {
-    std::error_code ignored;
-    fs::remove(key_path, ignored);  // nothing half made: the key belongs to no ledger
-    return Err(ledger.error());
-  }
+  auto ledger = ledger::Ledger::Open(building, lo);
+  if (!ledger) return Err(ledger.error());
   service->ledger_ = std::move(*ledger);
   service->prefix_ = options.policy.token_prefix;
 
-  // Genesis, the root user and its token: one transaction, so a crash leaves either
-  // an initialised ledger or none.
+  // Genesis, the root user and its token: one transaction.
   Actor operator_actor;
   const schema::EventContext ctx = service->Context(operator_actor);
   auto secret = GenerateToken(service->prefix_);
@@ -177,6 +181,14 @@ Result<InitResult> TokenService::Init(const ServiceOptions& options) {
   if (!info) return Err(info.error());
   result.root_token.info = std::move(*info);
   result.root_token.secret = std::move(*secret);
+
+  service->ledger_.reset();  // closed: every file of it is written and synced
+  fs::rename(building, ledger_path, ec);
+  if (ec) {
+    return Err(Status::IOError("cannot rename " + building + " to " + ledger_path + ": " +
+                               ec.message()));
+  }
+  PATLEDGER_RETURN_ERR_IF_ERROR(SyncDirectory(DirectoryOf(ledger_path)));
   return result;
 }
 
