@@ -164,7 +164,9 @@ std::string PresentedToken(const Request& request, const Params& params,
     if (starts("Bearer ")) return std::string(v.substr(7));
     if (starts("Basic ")) {
       std::string_view enc = v.substr(6);
-      std::string decoded(boost::beast::detail::base64::decoded_size(enc.size()), '\0');
+      // Not base64::decoded_size(n) (= n / 4 * 3): that is short for unpadded input,
+      // whose last partial group still decodes to up to 2 bytes.
+      std::string decoded((enc.size() + 3) / 4 * 3, '\0');
       auto [written, read] =
           boost::beast::detail::base64::decode(decoded.data(), enc.data(), enc.size());
       (void)read;
