@@ -10,7 +10,7 @@
 //   after a clean scan or not, then 1..4 mutations, each: a file (index into the
 //   sorted file list, LOCK and LOG files excluded), an operation — flip a bit, set a
 //   byte, overwrite a run, truncate, insert a run — an offset and the bytes.
-// The ledger's files are written fresh into a scratch directory for every input.
+// The ledger's files are written fresh for every input, into an in-memory RocksDB Env.
 //
 // Must hold for every input: no crash, no sanitizer report, no hang (libFuzzer's
 // -timeout), and: an error from Open/Scan/Read/Replay is a Status (errors are fine);
@@ -30,6 +30,8 @@
 #include <iterator>
 #include <string>
 #include <vector>
+
+#include <rocksdb/env.h>
 
 #include "fuzz/fuzz_util.h"
 #include "ledger/ledger.h"
@@ -51,7 +53,11 @@ struct Sample {
 };
 
 Sample g_samples[2];
-std::string g_scratch;
+// The damaged copy lives in an in-memory RocksDB Env (rocksdb::NewMemEnv), passed to
+// the ledger through ledger::Options::env: writing it and opening it costs no system
+// call, which makes the target several times faster than a copy on disk.
+rocksdb::Env* g_env = nullptr;
+const std::string g_scratch = "/fuzz/ledger";
 
 std::string ReadFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -72,9 +78,20 @@ Sample Snapshot(const std::string& dir, std::uint64_t records) {
 }
 
 void WriteFile(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (!f) Die("cannot write " + path);
+  std::unique_ptr<rocksdb::WritableFile> f;
+  rocksdb::Status s = g_env->NewWritableFile(path, &f, rocksdb::EnvOptions());
+  if (s.ok()) s = f->Append(bytes);
+  if (s.ok()) s = f->Close();
+  if (!s.ok()) Die("cannot write " + path + ": " + s.ToString());
+}
+
+// Empties the in-memory ledger directory.
+void ClearScratch() {
+  std::vector<std::string> names;
+  if (!g_env->GetChildren(g_scratch, &names).ok()) return;
+  for (const std::string& n : names) {
+    if (n != "." && n != "..") g_env->DeleteFile(g_scratch + "/" + n).PermitUncheckedError();
+  }
 }
 
 void Mutate(FuzzedDataProvider& fdp, std::string* bytes) {
@@ -113,7 +130,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   g_samples[1] = Snapshot(b, patledger::fuzz::BuildSampleLedger(b, 5));
   patledger::fuzz::RemoveTree(a);
   patledger::fuzz::RemoveTree(b);
-  g_scratch = root + "/scratch";
+  patledger::fuzz::RemoveTree(root);
+  g_env = rocksdb::NewMemEnv(rocksdb::Env::Default());
+  g_env->CreateDirIfMissing("/fuzz").PermitUncheckedError();
   return 0;
 }
 
@@ -132,9 +151,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (options.read_only && f.name == "CURRENT") continue;  // see the header comment
     Mutate(fdp, &f.bytes);
   }
-  patledger::fuzz::RemoveTree(g_scratch);
-  std::filesystem::create_directory(g_scratch);
+  ClearScratch();
+  g_env->CreateDirIfMissing(g_scratch).PermitUncheckedError();
   for (const File& f : files) WriteFile(g_scratch + "/" + f.name, f.bytes);
+  options.env = g_env;
 
   auto opened = ledger::Ledger::Open(g_scratch, options);
   if (!opened) return 0;
