@@ -79,6 +79,12 @@ Status State::ApplyLocked(const ledger::RecordView& record) {
       if (id < users_.size() && users_[id].id != 0) {
         return Refuse(seq, "duplicate user id " + std::to_string(id));
       }
+      // As for tokens: ids are dense (assigned from a counter), and users_ is indexed by
+      // id, so an id far past the last one (up to kMaxUserId, 2^28) would allocate tens
+      // of GB before anything else is checked: refuse it.
+      if (id > users_.size() + (1u << 20)) {
+        return Refuse(seq, "user id " + std::to_string(id) + " far beyond the last one");
+      }
       std::string username = Str(e->username());
       if (user_ids_by_name_.contains(username)) {
         return Refuse(seq, "duplicate username '" + username + "'");

@@ -460,5 +460,39 @@ BOOST_AUTO_TEST_CASE(concurrent_creates_and_revokes_keep_state_equal_to_a_fresh_
 
 BOOST_AUTO_TEST_SUITE_END()
 
+BOOST_AUTO_TEST_SUITE(replay_state)
+
+BOOST_AUTO_TEST_CASE(a_user_id_far_beyond_the_last_one_is_refused_without_allocating) {
+  // Bug (found by fuzz/event_decode_fuzz): State refused user ids above kMaxUserId
+  // (2^28 - 1) but resized its id-indexed user table for any id up to it, so a single
+  // UserRegistered with a huge id made replay — every open, verify and forensic tool —
+  // allocate ~30 GB. Token ids already had the "far beyond the last one" rule.
+  TempDir dir;
+  ledger::Options options;
+  options.create_if_missing = true;
+  auto ledger = ledger::Ledger::Open(dir.Sub("ledger"), options);
+  BOOST_TEST_REQUIRE(ledger.has_value(), ledger.error().ToString());
+  schema::EventContext ctx;
+  ctx.recorded_at_us = kNoon;
+  auto user = [&](std::uint64_t id, const std::string& name) {
+    return schema::BuildUserRegistered(ctx, id, name, name, name + "@example.com", false);
+  };
+  BOOST_TEST_REQUIRE(
+      (*ledger)->Append({schema::BuildLedgerInitialized(ctx, 1, "glpat-"), user(1, "root")})
+          .has_value());
+  BOOST_TEST_REQUIRE((*ledger)->Append({user(index::UserFlags::kMaxUserId, "far")}).has_value());
+
+  replay::State state;
+  const Status s = replay::Replay(**ledger, &state);
+  BOOST_TEST(s.IsCorruption(), s.ToString());
+  BOOST_TEST(s.message().find("seq 3: user id 268435455 far beyond the last one") !=
+                 std::string::npos,
+             s.message());
+  BOOST_TEST(state.user_count() == 1u);
+  BOOST_TEST(state.MemoryBytes() < 64u << 20, state.MemoryBytes());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
 }  // namespace
 }  // namespace patledger::service
