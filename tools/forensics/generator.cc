@@ -19,6 +19,7 @@
 
 #include "common/clock.h"
 #include "index/token_index.h"
+#include "ledger/format.h"
 #include "ledger/ledger.h"
 #include "schema/event_codec.h"
 #include "service/scopes.h"
@@ -96,6 +97,8 @@ struct GUser {
   bool admin = false;
   bool blocked = false;
   std::string address;
+  // The user's tokens, oldest first, except those known to be dead (revoked, or
+  // expired: simulated time only moves forward), which LiveTokenOf drops.
   std::vector<std::uint64_t> tokens;
 };
 
@@ -229,7 +232,7 @@ class Generator {
     root.address = "10.0.0.1";
     users_.push_back(root);
     ++admin_count_;
-    admins_.insert(1);
+    AddAdmin(1);
     GToken t;
     t.id = 1;
     t.user = 1;
@@ -271,7 +274,7 @@ class Generator {
         ctx, u.id, u.username, name, u.username + "@example.com", u.admin)});
     if (!seq) return seq.error();
     admin_count_ += u.admin;
-    if (u.admin) admins_.insert(u.id);
+    if (u.admin) AddAdmin(u.id);
     users_.push_back(u);
     Truth(*seq, ctx, UserTruth(u));
     return Status::OK();
@@ -403,7 +406,8 @@ class Generator {
 
   Status Block(bool block) {
     const std::uint64_t id =
-        PickUser([block](const GUser& u) { return u.blocked != block; }, false);
+        PickUser([block](const GUser& u) { return u.blocked != block; }, false,
+                 block ? nullptr : &blocked_);
     if (id == 0) return Status::OK();
     const Acting a = rng_.Chance(0.6) ? AsAdmin(0, false) : Cli();
     schema::EventContext ctx = Context(a);
@@ -411,6 +415,9 @@ class Generator {
         ctx, id, block ? schema::UserChange::Blocked : schema::UserChange::Unblocked)});
     if (!seq) return seq.error();
     users_[id].blocked = block;
+    const auto at = std::lower_bound(blocked_.begin(), blocked_.end(), id);
+    if (block) blocked_.insert(at, id);
+    else blocked_.erase(at);
     blocked_count_ += block ? 1 : -1;
     Truth(*seq, ctx, {{"op", block ? "block" : "unblock"}, {"user_id", id}});
     return Status::OK();
@@ -418,7 +425,8 @@ class Generator {
 
   Status SetAdmin(bool grant) {
     const std::uint64_t id = PickUser(
-        [grant](const GUser& u) { return u.admin != grant && !u.blocked; }, false);
+        [grant](const GUser& u) { return u.admin != grant && !u.blocked; }, false,
+        grant ? nullptr : &admins_);
     if (id == 0) return Status::OK();
     const Acting a = AsAdmin(0, false);
     schema::EventContext ctx = Context(a);
@@ -429,17 +437,20 @@ class Generator {
     users_[id].admin = grant;
     admin_count_ += grant ? 1 : -1;
     if (grant)
-      admins_.insert(id);
+      AddAdmin(id);
     else
-      admins_.erase(id);
+      RemoveAdmin(id);
     Truth(*seq, ctx, {{"op", grant ? "admin_grant" : "admin_remove"}, {"user_id", id}});
     return Status::OK();
   }
 
   // A random user (never root unless `with_root`) for whom `pred` holds, or 0. Random
   // probes first, then a scan: constant time while most users qualify.
+  // `among`, when given, lists (ascending) every user for whom `pred` may hold, so the
+  // scan visits only those: the same pick, without a pass over every user.
   template <typename Pred>
-  std::uint64_t PickUser(Pred pred, bool with_root) {
+  std::uint64_t PickUser(Pred pred, bool with_root,
+                         const std::vector<std::uint64_t>* among = nullptr) {
     const std::uint64_t lo = with_root ? 1 : 2, n = users_.size();
     if (n <= lo) return 0;
     for (int probe = 0; probe < 32; ++probe) {
@@ -447,8 +458,14 @@ class Generator {
       if (pred(users_[id])) return id;
     }
     std::vector<std::uint64_t> candidates;
-    for (std::uint64_t id = lo; id < n; ++id) {
-      if (pred(users_[id])) candidates.push_back(id);
+    if (among != nullptr) {
+      for (std::uint64_t id : *among) {
+        if (id >= lo && id < n && pred(users_[id])) candidates.push_back(id);
+      }
+    } else {
+      for (std::uint64_t id = lo; id < n; ++id) {
+        if (pred(users_[id])) candidates.push_back(id);
+      }
     }
     return candidates.empty() ? 0 : candidates[rng_.Below(candidates.size())];
   }
@@ -459,14 +476,27 @@ class Generator {
 
   // The newest live token of `user` (not revoked, not expired) that grants `need`
   // (the API's writes need api; acting through sudo needs sudo too), or 0.
+  // Dead tokens met on the way are dropped from the user's list (they can never be
+  // live again), so the walk stays short however many tokens the user ever had.
   std::uint64_t LiveTokenOf(std::uint64_t user, ScopeSet need = service::kApi) {
     const std::int32_t today = DayOf(clock_.NowMicros());
-    const auto& ids = users_[user].tokens;
+    auto& ids = users_[user].tokens;
+    auto dead = [&](std::uint64_t id) {
+      return tokens_[id].revoked || tokens_[id].expires_day <= today;
+    };
+    std::uint64_t found = 0;
+    bool saw_dead = false;
     for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
       const GToken& t = tokens_[*it];
-      if (!t.revoked && t.expires_day > today && (t.scopes & need) == need) return t.id;
+      if (dead(t.id)) {
+        saw_dead = true;
+      } else if ((t.scopes & need) == need) {
+        found = t.id;
+        break;
+      }
     }
-    return 0;
+    if (saw_dead) std::erase_if(ids, dead);
+    return found;
   }
 
   // An administrator acting over the API with one of their tokens, through sudo as
@@ -477,16 +507,27 @@ class Generator {
     const ScopeSet need = sudo ? service::kApi | service::kSudo : service::kApi;
     std::uint64_t admin = 0, token = 0;
     // A few random administrators first; all of them only when those have no token.
-    const std::vector<std::uint64_t> ids(admins_.begin(), admins_.end());
+    const std::vector<std::uint64_t>& ids = admins_;
     for (int probe = 0; probe < 8 && token == 0 && !ids.empty(); ++probe) {
       admin = ids[rng_.Below(ids.size())];
       if (!users_[admin].blocked) token = LiveTokenOf(admin, need);
     }
     if (token == 0) {
       std::vector<std::pair<std::uint64_t, std::uint64_t>> admins;  // user, token
-      for (std::uint64_t id : ids) {
-        if (users_[id].blocked) continue;
-        if (const std::uint64_t t = LiveTokenOf(id, need)) admins.emplace_back(id, t);
+      if (sudo) {
+        // Only holders of a possibly live sudo token can qualify: the same list,
+        // ascending, as scanning every administrator. Those left with none are dropped.
+        for (auto it = sudo_holders_.begin(); it != sudo_holders_.end();) {
+          const std::uint64_t id = *it;
+          const std::uint64_t t = LiveTokenOf(id, need);
+          it = t == 0 ? sudo_holders_.erase(it) : std::next(it);
+          if (t != 0 && users_[id].admin && !users_[id].blocked) admins.emplace_back(id, t);
+        }
+      } else {
+        for (std::uint64_t id : ids) {
+          if (users_[id].blocked) continue;
+          if (const std::uint64_t t = LiveTokenOf(id, need)) admins.emplace_back(id, t);
+        }
       }
       if (admins.empty()) return sudo ? AsAdmin(for_user, false) : Cli();
       std::tie(admin, token) = admins[rng_.Below(admins.size())];
@@ -553,6 +594,17 @@ class Generator {
 
   // ---- bookkeeping --------------------------------------------------------------------
 
+  // admins_ stays sorted, so a random index picks what it would from a std::set (the
+  // ledger stays the same) without copying the set on every pick.
+  void AddAdmin(std::uint64_t id) {
+    const auto at = std::lower_bound(admins_.begin(), admins_.end(), id);
+    if (at == admins_.end() || *at != id) admins_.insert(at, id);
+  }
+  void RemoveAdmin(std::uint64_t id) {
+    const auto at = std::lower_bound(admins_.begin(), admins_.end(), id);
+    if (at != admins_.end() && *at == id) admins_.erase(at);
+  }
+
   schema::TokenCreatedFields Fields(const GToken& t) {
     schema::TokenCreatedFields f;
     f.token_id = t.id;
@@ -569,6 +621,9 @@ class Generator {
   void AddToken(const GToken& t, std::uint64_t seq, const schema::EventContext& ctx) {
     tokens_.push_back(t);
     users_[t.user].tokens.push_back(t.id);
+    if ((t.scopes & (service::kApi | service::kSudo)) == (service::kApi | service::kSudo)) {
+      sudo_holders_.insert(t.user);
+    }
     if (live_pos_.size() <= t.id) live_pos_.resize(t.id + 1, kNotLive);
     live_pos_[t.id] = live_.size();
     live_.push_back(t.id);
@@ -620,9 +675,40 @@ class Generator {
     *truth_ << json::serialize(line) << "\n";
   }
 
+  // One request's events. With --batch 1 (the default) they are one Ledger::Append,
+  // as the service writes them. With --batch N, the events of up to N requests are
+  // buffered and appended as ONE transaction (fewer, larger writes: for big benchmark
+  // ledgers); the generator is the only writer, so the seq each event will get is
+  // known in advance and returned at once.
   Result<std::uint64_t> Append(std::vector<std::string> events) {
-    return ledger_->Append(std::move(events));
+    if (o_.batch <= 1) return ledger_->Append(std::move(events));
+    if (pending_.size() + events.size() > ledger::format::kMaxTransactionEvents) {
+      PATLEDGER_RETURN_ERR_IF_ERROR(Flush());
+    }
+    const std::uint64_t seq = appended_seq_ + pending_.size() + 1;
+    for (std::string& e : events) pending_.push_back(std::move(e));
+    if (++pending_requests_ >= o_.batch) PATLEDGER_RETURN_ERR_IF_ERROR(Flush());
+    return seq;
   }
+
+ public:
+  // Appends what --batch buffered. REQUIRES: called once more after the last request.
+  Status Flush() {
+    if (pending_.empty()) return Status::OK();
+    const std::uint64_t count = pending_.size();
+    auto first = ledger_->Append(std::move(pending_));
+    pending_.clear();
+    pending_requests_ = 0;
+    if (!first) return first.error();
+    if (*first != appended_seq_ + 1) {
+      return Status::Internal("generator: the ledger gave seq " + std::to_string(*first) +
+                              ", expected " + std::to_string(appended_seq_ + 1));
+    }
+    appended_seq_ += count;
+    return Status::OK();
+  }
+
+ private:
 
   const GeneratorOptions& o_;
   ledger::Ledger* ledger_;
@@ -637,9 +723,16 @@ class Generator {
   static constexpr std::size_t kNotLive = SIZE_MAX;
   std::vector<std::uint64_t> live_;          // not revoked
   std::vector<std::size_t> live_pos_;        // by token id: index in live_, or kNotLive
-  std::set<std::uint64_t> admins_;           // administrators' ids
+  std::vector<std::uint64_t> admins_;        // administrators' ids, ascending
+  std::vector<std::uint64_t> blocked_;       // blocked users' ids, ascending
+  // Users who may hold a live token with scopes api and sudo (a superset: AsAdmin
+  // drops those found without one).
+  std::set<std::uint64_t> sudo_holders_;
   std::vector<std::uint64_t> rotated_away_;  // candidates for reuse
   std::uint64_t created_ = 0;
+  std::vector<std::string> pending_;  // --batch: events not yet appended
+  std::uint64_t pending_requests_ = 0;
+  std::uint64_t appended_seq_ = 0;    // --batch: the last seq appended (a new ledger)
   int blocked_count_ = 0;
   int admin_count_ = 0;
 };
@@ -703,6 +796,7 @@ Result<GeneratorResult> Generate(const GeneratorOptions& o) {
   if (o.tokens < 1)
     return Err(Status::InvalidArgument("--tokens must be at least 1 (root's)"));
   if (o.days < 1) return Err(Status::InvalidArgument("--days must be at least 1"));
+  if (o.batch < 1) return Err(Status::InvalidArgument("--batch must be at least 1"));
   const auto start_day = ParseDate(o.start);
   if (!start_day)
     return Err(Status::InvalidArgument("--start '" + o.start + "' is not a date"));
@@ -747,6 +841,7 @@ Result<GeneratorResult> Generate(const GeneratorOptions& o) {
                           8 * 3600 * std::int64_t{1'000'000};
   Generator g(o, ledger->get(), *key, o.truth_file.empty() ? nullptr : &truth, t0);
   PATLEDGER_RETURN_ERR_IF_ERROR(g.Run());
+  PATLEDGER_RETURN_ERR_IF_ERROR(g.Flush());
   result.last_seq = (*ledger)->last_seq();
   result.head_chain = (*ledger)->head_chain();
   result.users = g.users();

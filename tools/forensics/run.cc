@@ -43,7 +43,7 @@ constexpr Spec kCommands[] = {
     {"restore", "restore --from DIR --to DIR [--json]"},
     {"generate",
      "generate --data DIR --users N --tokens M --seed S [--days D] [--start DATE]\n"
-     "    [--key-file F] [--truth FILE] [--leaks FILE]"},
+     "    [--key-file F] [--truth FILE] [--leaks FILE] [--batch N]"},
 };
 
 const char* Synopsis(const std::string& command) {
@@ -390,7 +390,10 @@ int RunGenerate(Cli& cli) {
       "a pre-made key file (default: a TEST-ONLY key derived from the seed)")(
       "truth", po::value(&o.truth_file), "write the ground truth (JSON lines) here")(
       "leaks", po::value(&o.leaks_file),
-      "write a sample secret-scanner report here (TEST ONLY: plaintext tokens)");
+      "write a sample secret-scanner report here (TEST ONLY: plaintext tokens)")(
+      "batch", po::value(&o.batch)->default_value(1),
+      "requests per append: N > 1 writes N requests as one transaction (big "
+      "benchmark ledgers)");
   int exit = 0;
   if (!cli.Parse(&exit)) return exit;
   return cli.Finish(GenerateCommand(o, cli.io()));
