@@ -128,7 +128,7 @@ Status State::ApplyLocked(const ledger::RecordView& record) {
         return Refuse(seq, "token " + std::to_string(id) + " for unknown user " +
                                std::to_string(user));
       }
-      if (id < tokens_.size() && tokens_[id].id != 0) {
+      if (HasTokenLocked(id)) {
         return Refuse(seq, "duplicate token id " + std::to_string(id));
       }
       // Ids are dense (assigned from a counter), so a vector indexed by id is the
@@ -137,18 +137,16 @@ Status State::ApplyLocked(const ledger::RecordView& record) {
         return Refuse(seq, "token id " + std::to_string(id) + " far beyond the last one");
       }
       const std::uint64_t from = e->rotated_from();
-      if (from != 0 && (from >= tokens_.size() || tokens_[from].id == 0)) {
+      if (from != 0 && !HasTokenLocked(from)) {
         return Refuse(seq, "token " + std::to_string(id) + " rotated from unknown token " +
                                std::to_string(from));
       }
-      TokenMeta t;
-      t.id = id;
+      StoredToken t;
       t.user_id = user;
       t.digest = schema::ToDigest(*e->digest());
       t.scopes = e->scopes();
       t.expires_day = e->expires_day();
       t.created_seq = seq;
-      t.rotated_from = from;
       t.created_at_us = env.recorded_at_us();
       index::TokenEntry entry{.token_id = id, .user_id = user, .scopes = t.scopes,
                               .expires_day = t.expires_day, .revoked = false};
@@ -158,18 +156,21 @@ Status State::ApplyLocked(const ledger::RecordView& record) {
       if (id >= tokens_.size()) tokens_.resize(id + 1);
       tokens_[id] = t;
       ++token_count_;
-      if (from != 0) tokens_[from].rotated_to = id;
+      if (from != 0) {
+        rotated_from_[id] = from;
+        rotated_to_[from] = id;
+      }
       tokens_by_user_[user].push_back(id);
       return Status::OK();
     }
     case Event::TokenRevoked: {
       const auto* e = env.event_as_TokenRevoked();
       const std::uint64_t id = e->token_id();
-      if (id >= tokens_.size() || tokens_[id].id == 0) {
+      if (!HasTokenLocked(id)) {
         return Refuse(seq, "revoke of unknown token " + std::to_string(id));
       }
-      TokenMeta& t = tokens_[id];
-      if (t.revoked()) {
+      StoredToken& t = tokens_[id];
+      if (t.revoked_seq != 0) {
         return Refuse(seq, "token " + std::to_string(id) + " revoked again (first at seq " +
                                std::to_string(t.revoked_seq) + ")");
       }
@@ -227,12 +228,28 @@ std::vector<UserRecord> State::Users() const {
   return out;
 }
 
+TokenMeta State::MetaLocked(std::uint64_t token_id) const {
+  const StoredToken& t = tokens_[token_id];
+  TokenMeta m;
+  m.id = token_id;
+  m.user_id = t.user_id;
+  m.digest = t.digest;
+  m.scopes = t.scopes;
+  m.expires_day = t.expires_day;
+  m.created_seq = t.created_seq;
+  m.revoked_seq = t.revoked_seq;
+  m.created_at_us = t.created_at_us;
+  if (auto it = rotated_from_.find(token_id); it != rotated_from_.end()) {
+    m.rotated_from = it->second;
+  }
+  if (auto it = rotated_to_.find(token_id); it != rotated_to_.end()) m.rotated_to = it->second;
+  return m;
+}
+
 std::optional<TokenMeta> State::FindToken(std::uint64_t token_id) const {
   std::shared_lock lock(mu_);
-  if (token_id == 0 || token_id >= tokens_.size() || tokens_[token_id].id == 0) {
-    return std::nullopt;
-  }
-  return tokens_[token_id];
+  if (!HasTokenLocked(token_id)) return std::nullopt;
+  return MetaLocked(token_id);
 }
 
 std::vector<TokenMeta> State::TokensOfUser(std::uint64_t user_id) const {
@@ -241,25 +258,33 @@ std::vector<TokenMeta> State::TokensOfUser(std::uint64_t user_id) const {
   auto it = tokens_by_user_.find(user_id);
   if (it == tokens_by_user_.end()) return out;
   out.reserve(it->second.size());
-  for (std::uint64_t id : it->second) out.push_back(tokens_[id]);
+  for (std::uint64_t id : it->second) out.push_back(MetaLocked(id));
   return out;
 }
 
 void State::ForEachToken(const std::function<void(const TokenMeta&)>& visit) const {
   std::shared_lock lock(mu_);
-  for (const TokenMeta& t : tokens_) {
-    if (t.id != 0) visit(t);
+  for (std::uint64_t id = 1; id < tokens_.size(); ++id) {
+    if (tokens_[id].created_seq != 0) visit(MetaLocked(id));
   }
 }
 
 std::vector<std::uint64_t> State::Family(std::uint64_t token_id) const {
   std::shared_lock lock(mu_);
   std::vector<std::uint64_t> out;
-  if (token_id == 0 || token_id >= tokens_.size() || tokens_[token_id].id == 0) return out;
+  if (!HasTokenLocked(token_id)) return out;
   std::uint64_t first = token_id;
   // Each link was checked at Apply to point to an earlier token, so these walks end.
-  while (tokens_[first].rotated_from != 0) first = tokens_[first].rotated_from;
-  for (std::uint64_t id = first; id != 0; id = tokens_[id].rotated_to) out.push_back(id);
+  for (auto it = rotated_from_.find(first); it != rotated_from_.end();
+       it = rotated_from_.find(first)) {
+    first = it->second;
+  }
+  for (std::uint64_t id = first;;) {
+    out.push_back(id);
+    auto it = rotated_to_.find(id);
+    if (it == rotated_to_.end()) break;
+    id = it->second;
+  }
   return out;
 }
 
@@ -286,7 +311,8 @@ std::uint64_t State::max_token_id() const {
 std::size_t State::MemoryBytes() const {
   std::shared_lock lock(mu_);
   std::size_t bytes = index_.MemoryBytes() + user_flags_.MemoryBytes() +
-                      tokens_.capacity() * sizeof(TokenMeta) +
+                      tokens_.capacity() * sizeof(StoredToken) +
+                      (rotated_from_.size() + rotated_to_.size()) * 40 +
                       users_.capacity() * sizeof(UserRecord);
   for (const auto& [user, ids] : tokens_by_user_) {
     bytes += ids.capacity() * sizeof(std::uint64_t) + 64;

@@ -106,7 +106,27 @@ class State final : public ledger::Listener {
   std::size_t MemoryBytes() const;
 
  private:
+  // What the catalog keeps per token: 72 bytes (beside the index's 64-byte slot), so
+  // a 10M-token process stays under 200 bytes per token. The id is the position in
+  // tokens_; rotation links, rare, live in maps of their own. created_seq == 0: no
+  // token with this id.
+  struct StoredToken {
+    std::uint64_t user_id = 0;
+    index::TokenDigest digest{};
+    std::int64_t created_at_us = 0;
+    std::uint64_t created_seq = 0;
+    std::uint64_t revoked_seq = 0;
+    std::uint32_t scopes = 0;
+    std::int32_t expires_day = index::kNoExpiry;
+  };
+  static_assert(sizeof(StoredToken) == 72, "see docs/PERFORMANCE.md, memory");
+
   Status ApplyLocked(const ledger::RecordView& record);
+  // REQUIRES: mu_ held.
+  bool HasTokenLocked(std::uint64_t token_id) const {
+    return token_id != 0 && token_id < tokens_.size() && tokens_[token_id].created_seq != 0;
+  }
+  TokenMeta MetaLocked(std::uint64_t token_id) const;  // REQUIRES: HasTokenLocked
 
   index::TokenIndex index_;
   index::UserFlags user_flags_;
@@ -118,7 +138,9 @@ class State final : public ledger::Listener {
   std::int64_t last_recorded_at_us_ = 0;
   std::vector<UserRecord> users_;     // index = user id; [0] unused
   std::unordered_map<std::string, std::uint64_t> user_ids_by_name_;
-  std::vector<TokenMeta> tokens_;     // index = token id (dense in practice); [0] unused
+  std::vector<StoredToken> tokens_;   // index = token id (dense in practice); [0] unused
+  std::unordered_map<std::uint64_t, std::uint64_t> rotated_from_;  // new id -> old id
+  std::unordered_map<std::uint64_t, std::uint64_t> rotated_to_;    // old id -> new id
   std::size_t token_count_ = 0;
   std::unordered_map<std::uint64_t, std::vector<std::uint64_t>> tokens_by_user_;
   Status health_;
