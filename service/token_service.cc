@@ -373,6 +373,13 @@ Result<replay::UserRecord> TokenService::FindUser(std::string_view id_or_usernam
     user = state_->FindUserByName(id_or_username);
   }
   if (!user) {
+    // GitLab's message echoes the identifier; not when it may hold a token (a token
+    // pasted into the Sudo header must not come back in a response).
+    if (MayHoldToken(id_or_username, prefix_)) {
+      return Err(Status::NotFound("User with ID or username (" +
+                                  std::to_string(id_or_username.size()) +
+                                  " characters, not shown) Not Found"));
+    }
     return Err(Status::NotFound("User with ID or username '" + std::string(id_or_username) +
                                 "' Not Found"));
   }

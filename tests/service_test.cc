@@ -460,6 +460,24 @@ BOOST_AUTO_TEST_CASE(concurrent_creates_and_revokes_keep_state_equal_to_a_fresh_
 
 BOOST_AUTO_TEST_SUITE_END()
 
+BOOST_FIXTURE_TEST_SUITE(find_user, ServiceFixture)
+
+BOOST_AUTO_TEST_CASE(an_unknown_user_that_may_be_a_token_is_not_echoed) {
+  // Bug (found by fuzz/http_handler_fuzz): FindUser's NotFound message echoed the
+  // identifier, so a token sent in the Sudo header (or ?sudo=) came back in the 404.
+  for (const std::string& pasted : {root_token_, root_token_.substr(6), "x " + root_token_}) {
+    auto r = service_->FindUser(pasted);
+    BOOST_TEST_REQUIRE(!r.has_value());
+    BOOST_TEST(r.error().IsNotFound());
+    BOOST_TEST(r.error().message().find(root_token_.substr(6, 20)) == std::string::npos);
+  }
+  auto plain = service_->FindUser("nobody");
+  BOOST_TEST_REQUIRE(!plain.has_value());
+  BOOST_TEST(plain.error().message() == "User with ID or username 'nobody' Not Found");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
 BOOST_AUTO_TEST_SUITE(replay_state)
 
 BOOST_AUTO_TEST_CASE(a_user_id_far_beyond_the_last_one_is_refused_without_allocating) {
@@ -471,7 +489,7 @@ BOOST_AUTO_TEST_CASE(a_user_id_far_beyond_the_last_one_is_refused_without_alloca
   ledger::Options options;
   options.create_if_missing = true;
   auto ledger = ledger::Ledger::Open(dir.Sub("ledger"), options);
-  BOOST_TEST_REQUIRE(ledger.has_value(), ledger.error().ToString());
+  BOOST_TEST_REQUIRE(ledger.has_value(), Why(ledger));
   schema::EventContext ctx;
   ctx.recorded_at_us = kNoon;
   auto user = [&](std::uint64_t id, const std::string& name) {
