@@ -13,8 +13,9 @@
 #    address,undefined; the targets -fsanitize=fuzzer,address,undefined) and builds
 #    only the fuzz targets. Needs: apt-get install -y clang-14 libclang-rt-14-dev.
 # 2. Runs the targets one after the other, each with -max_total_time=SECONDS
-#    -timeout=10 -rss_limit_mb=2048 -print_final_stats=1, LeakSanitizer on and UBSan
-#    halting at its first report, over a scratch copy of its seeds
+#    -timeout=10 -rss_limit_mb=2048 -print_final_stats=1, LeakSanitizer on (with the
+#    one false positive in fuzz/lsan.supp suppressed) and UBSan halting at its first
+#    report, over a scratch copy of its seeds
 #    (build-fuzz/corpus/<target>/, refilled from fuzz/corpus/<target>/ on every run, so
 #    the repository's corpus is never written to).
 # 3. Prints one line per target — execs, execs/s, coverage (cov: edges, ft: features),
@@ -74,6 +75,7 @@ echo "build: $((SECONDS - build_start)) s"
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
+export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$root/fuzz/lsan.supp}"
 mkdir -p "$dir/logs"
 failed=0
 summary=()
