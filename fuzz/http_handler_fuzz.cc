@@ -183,6 +183,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   g->live = g->root + "/live";
   MakePristine();
   Reset();
+  std::atexit([] { patledger::fuzz::RemoveTree(g->root); });  // not after a crash
   return 0;
 }
 

@@ -147,10 +147,9 @@ void CheckKeyFile(const std::string& contents, std::string_view token) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  const std::string dir = patledger::fuzz::MakeScratchDir("token");
+  static const std::string dir = patledger::fuzz::MakeScratchDir("token");
   g_key_path = dir + "/token.key";
-  // The directory is left behind on exit (libFuzzer has no teardown hook); it holds
-  // only the last fuzzed key file.
+  std::atexit([] { patledger::fuzz::RemoveTree(dir); });  // not after a crash
   return 0;
 }
 
