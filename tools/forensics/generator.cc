@@ -100,6 +100,7 @@ struct GUser {
   // The user's tokens, oldest first, except those known to be dead (revoked, or
   // expired: simulated time only moves forward), which LiveTokenOf drops.
   std::vector<std::uint64_t> tokens;
+  std::vector<std::uint64_t> sudo_tokens;  // the same, only those with api and sudo
 };
 
 struct GToken {
@@ -435,6 +436,8 @@ class Generator {
         grant ? schema::UserChange::AdminGranted : schema::UserChange::AdminRemoved)});
     if (!seq) return seq.error();
     users_[id].admin = grant;
+    if (!grant) sudo_holders_.erase(id);
+    else if (!users_[id].sudo_tokens.empty()) sudo_holders_.insert(id);
     admin_count_ += grant ? 1 : -1;
     if (grant)
       AddAdmin(id);
@@ -480,7 +483,11 @@ class Generator {
   // live again), so the walk stays short however many tokens the user ever had.
   std::uint64_t LiveTokenOf(std::uint64_t user, ScopeSet need = service::kApi) {
     const std::int32_t today = DayOf(clock_.NowMicros());
-    auto& ids = users_[user].tokens;
+    // A token granting api and sudo is in the shorter sudo list too, newest last.
+    constexpr ScopeSet kApiSudo = service::kApi | service::kSudo;
+    auto& ids = (need & kApiSudo) == kApiSudo && (need & ~kApiSudo) == 0
+                    ? users_[user].sudo_tokens
+                    : users_[user].tokens;
     auto dead = [&](std::uint64_t id) {
       return tokens_[id].revoked || tokens_[id].expires_day <= today;
     };
@@ -515,13 +522,13 @@ class Generator {
     if (token == 0) {
       std::vector<std::pair<std::uint64_t, std::uint64_t>> admins;  // user, token
       if (sudo) {
-        // Only holders of a possibly live sudo token can qualify: the same list,
-        // ascending, as scanning every administrator. Those left with none are dropped.
+        // Only administrators holding a possibly live sudo token can qualify: the same
+        // list, ascending, as scanning every administrator. Those with none are dropped.
         for (auto it = sudo_holders_.begin(); it != sudo_holders_.end();) {
           const std::uint64_t id = *it;
           const std::uint64_t t = LiveTokenOf(id, need);
           it = t == 0 ? sudo_holders_.erase(it) : std::next(it);
-          if (t != 0 && users_[id].admin && !users_[id].blocked) admins.emplace_back(id, t);
+          if (t != 0 && !users_[id].blocked) admins.emplace_back(id, t);
         }
       } else {
         for (std::uint64_t id : ids) {
@@ -622,7 +629,8 @@ class Generator {
     tokens_.push_back(t);
     users_[t.user].tokens.push_back(t.id);
     if ((t.scopes & (service::kApi | service::kSudo)) == (service::kApi | service::kSudo)) {
-      sudo_holders_.insert(t.user);
+      users_[t.user].sudo_tokens.push_back(t.id);
+      if (users_[t.user].admin) sudo_holders_.insert(t.user);
     }
     if (live_pos_.size() <= t.id) live_pos_.resize(t.id + 1, kNotLive);
     live_pos_[t.id] = live_.size();
@@ -725,8 +733,8 @@ class Generator {
   std::vector<std::size_t> live_pos_;        // by token id: index in live_, or kNotLive
   std::vector<std::uint64_t> admins_;        // administrators' ids, ascending
   std::vector<std::uint64_t> blocked_;       // blocked users' ids, ascending
-  // Users who may hold a live token with scopes api and sudo (a superset: AsAdmin
-  // drops those found without one).
+  // Administrators who may hold a live token with scopes api and sudo (a superset:
+  // AsAdmin drops those found without one).
   std::set<std::uint64_t> sudo_holders_;
   std::vector<std::uint64_t> rotated_away_;  // candidates for reuse
   std::uint64_t created_ = 0;
