@@ -13,6 +13,7 @@
 #include <tbb/concurrent_hash_map.h>
 
 #include <atomic>
+#include <cctype>
 #include <cstring>
 #include <functional>
 #include <iostream>
@@ -266,7 +267,9 @@ void WriterBench(std::size_t tokens, int reps, const std::vector<Digest>& hits) 
               tokens);
   std::printf("| reader alone M/s | reader with writer M/s | ratio | writer ops/s |\n");
   std::printf("|---:|---:|---:|---:|\n");
-  std::printf("| %.2f | %.2f | %.2fx | %.0f |\n", a, b, b / a, writes / write_seconds);
+  std::printf("| %.2f | %.2f | %.2fx | %.0f |\n\n", a, b, b / a, writes / write_seconds);
+  PrintResult("index", "reader_with_writer", "tokens=" + std::to_string(tokens) + " threads=1",
+              b, a, "M/s", true);
 }
 
 }  // namespace
@@ -298,8 +301,8 @@ int main(int argc, char** argv) {
       return a == "--help" ? 0 : 2;
     }
   }
-  std::printf("# index_bench\n\n%s\nreps %d (median), %zu lookups per run\n\n",
-              MachineLine().c_str(), reps, lookups);
+  std::printf("# index_bench\n\nmachine: %s\ndate: %s\nreps %d (median), %zu lookups per run\n\n",
+              MachineLine().c_str(), UtcNow().c_str(), reps, lookups);
   std::map<std::string, double> figures;
   std::vector<Row> rows;
   for (std::size_t n : tokens) {
@@ -316,6 +319,17 @@ int main(int argc, char** argv) {
   for (const Row& r : rows) {
     std::printf("| %s | %zu | %d | %s | %.2f | %.2fx |\n", r.table.c_str(), r.tokens,
                 r.threads, r.mix.c_str(), r.mops, r.ours_mops / r.mops);
+  }
+  std::printf("\n");
+  for (const Row& r : rows) {
+    std::string slug;
+    for (char c : r.table) slug += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+    const std::string params = "table=" + slug + " tokens=" + std::to_string(r.tokens) +
+                               " threads=" + std::to_string(r.threads) +
+                               " mix=" + (r.mix == "all hit" ? "all_hit" : "90_10");
+    // ratio = ours / this table (ours is the first table of every size).
+    PrintResult("index", "lookups", params, r.ours_mops,
+                r.table == "patledger TokenIndex" ? 0 : r.mops, "M/s", true);
   }
   WriterBench(tokens.front(), reps, Queries(tokens.front(), lookups, 0, 3));
   return 0;
