@@ -77,6 +77,37 @@ Response InsufficientScope(const Request& req, const HandlerOptions& o, ScopeSet
   return res;
 }
 
+// GitLab's API answers a rate limit with 429, Retry-After and {"message": ...}; its
+// failed-authentication ban (403, no headers) names the reason. We send the 429 with
+// the reason, so a client can tell a ban from a bad token and knows when to retry.
+Response TooManyFailures(const Request& req, std::int64_t micros_left) {
+  Response res = Message(req, http::status::too_many_requests,
+                         "429 Too Many Requests - Too many failed authentication attempts "
+                         "from this address. Try again later.");
+  const std::int64_t seconds = std::max<std::int64_t>(1, (micros_left + 999'999) / 1'000'000);
+  res.set(http::field::retry_after, std::to_string(seconds));
+  res.prepare_payload();
+  return res;
+}
+
+// A presented token that is not a token of ours, or no longer valid: what the
+// failed-authentication ban counts. (A valid token lacking a scope, or a blocked
+// owner's token, is a real token: not a guess.)
+bool IsFailedAuthentication(AuthVerdict v) {
+  return v == AuthVerdict::kMalformed || v == AuthVerdict::kUnknown ||
+         v == AuthVerdict::kExpired || v == AuthVerdict::kRevoked;
+}
+
+// Every value of a header that may be sent several times, joined by commas (RFC 9110).
+std::string JoinedHeader(const Request& req, std::string_view name) {
+  std::string out;
+  for (auto [it, end] = req.equal_range(name); it != end; ++it) {
+    if (!out.empty()) out.push_back(',');
+    out.append(it->value());
+  }
+  return out;
+}
+
 constexpr std::string_view kExpired =
     "Token is expired. You can either do re-authorization or token refresh.";
 constexpr std::string_view kRevoked =
@@ -164,10 +195,32 @@ struct Caller {
 class Context {
  public:
   Context(const Request& req, const HandlerOptions& options, service::TokenService& svc,
-          ParsedRequest parsed, Exchange* exchange)
-      : req(req), options(options), svc(svc), params(std::move(parsed.params)),
-        path(std::move(parsed.path)), exchange(exchange) {
+          AuthThrottle& throttle, ParsedRequest parsed, Exchange* exchange)
+      : req(req), options(options), svc(svc), throttle(throttle),
+        params(std::move(parsed.params)), path(std::move(parsed.path)), exchange(exchange) {
     now = exchange->now_us ? exchange->now_us : svc.clock().NowMicros();
+  }
+
+  // For a request that presents a token, before it is looked at: 429 if the client is
+  // banned, so a banned client learns nothing, not even which guess would have worked.
+  // When no ban is in force anywhere this is a clock read and one atomic load.
+  std::optional<Response> RefuseIfBanned() {
+    if (!throttle.enabled()) return std::nullopt;
+    throttle_now_ = throttle.NowMicros();
+    if (!throttle.AnyBan(throttle_now_)) return std::nullopt;
+    const auto key = ThrottleKey();
+    if (!key) return std::nullopt;
+    if (const std::int64_t left = throttle.BannedFor(*key, throttle_now_); left > 0) {
+      return TooManyFailures(req, left);
+    }
+    return std::nullopt;
+  }
+
+  // After authenticating: counts a failed authentication against the client. Only
+  // failures write to the throttle's table.
+  void CountVerdict(AuthVerdict verdict) {
+    if (!throttle.enabled() || !IsFailedAuthentication(verdict)) return;
+    if (const auto key = ThrottleKey()) throttle.RecordFailure(*key, throttle_now_);
   }
 
   // Authenticates the request for `required` (effective scopes, with implications).
@@ -175,7 +228,9 @@ class Context {
   std::optional<Response> Authenticate(ScopeSet required) {
     const std::string token = PresentedToken(req, params, /*include_original_uri=*/false);
     if (token.empty()) return Unauthorized(req);
+    if (auto refused = RefuseIfBanned()) return refused;
     const service::AuthResult r = svc.Authenticate(token, now, required);
+    CountVerdict(r.verdict);
     exchange->user_id = r.user_id;
     exchange->token_id = r.token_id;
     switch (r.verdict) {
@@ -232,11 +287,28 @@ class Context {
   const Request& req;
   const HandlerOptions& options;
   service::TokenService& svc;
+  AuthThrottle& throttle;
   Params params;
   std::string path;
   Exchange* exchange;
   std::int64_t now = 0;
   Caller caller;
+
+ private:
+  // The client address the throttle counts against, worked out once per request.
+  std::optional<IpBytes> ThrottleKey() {
+    if (!throttle_key_known_) {
+      throttle_key_ = throttle.KeyFor(exchange->client_address,
+                                      JoinedHeader(req, "X-Forwarded-For"),
+                                      JoinedHeader(req, "X-Real-IP"));
+      throttle_key_known_ = true;
+    }
+    return throttle_key_;
+  }
+
+  std::int64_t throttle_now_ = 0;  // the throttle's clock, read by RefuseIfBanned
+  std::optional<IpBytes> throttle_key_;
+  bool throttle_key_known_ = false;
 };
 
 // ---- endpoints ---------------------------------------------------------------------
@@ -245,6 +317,7 @@ class Context {
 Response ForwardAuth(Context& c) {
   const std::string token = PresentedToken(c.req, c.params, /*include_original_uri=*/true);
   if (token.empty()) return Unauthorized(c.req);
+  if (auto refused = c.RefuseIfBanned()) return std::move(*refused);
   ScopeSet required = 0;
   std::string_view scope_text;
   if (auto s = c.params.Get("scope")) {
@@ -258,6 +331,7 @@ Response ForwardAuth(Context& c) {
     required = *mask;
   }
   const service::AuthResult r = c.svc.Authenticate(token, c.now, required);
+  c.CountVerdict(r.verdict);
   c.exchange->user_id = r.user_id;
   c.exchange->token_id = r.token_id;
   switch (r.verdict) {
@@ -776,7 +850,9 @@ Response Route(Context& c) {
 
 }  // namespace
 
-Handler::Handler(HandlerOptions options) : options_(std::move(options)) {}
+Handler::Handler(HandlerOptions options)
+    : options_(std::move(options)),
+      throttle_(std::make_unique<AuthThrottle>(options_.throttle)) {}
 
 void Handler::SetService(service::TokenService* service) {
   service_.store(service, std::memory_order_release);
@@ -819,7 +895,7 @@ Response Handler::Handle(const Request& request, Exchange* exchange) const {
     }
     auto parsed = ParseRequest(request);
     if (!parsed) return ErrorResponse(request, parsed.error());
-    Context c(request, options_, *svc, std::move(*parsed), exchange);
+    Context c(request, options_, *svc, *throttle_, std::move(*parsed), exchange);
     return Route(c);
   } catch (const std::exception&) {
     // No request may crash the server; the detail may hold input, so it is not echoed.

@@ -12,6 +12,11 @@
 // is replayed); until SetService is called every API route answers 503 and
 // /-/readiness 503; /-/liveness always answers 200.
 //
+// Failed authentication (api/throttle.h): a client address that presented
+// `throttle.threshold` bad tokens within the window gets 429 with Retry-After, for every
+// request presenting a token, until its ban ends. Exchange::client_address is the
+// address; X-Forwarded-For / X-Real-IP are believed only from trusted proxies.
+//
 // Thread safety: Handle may be called from any number of threads at once.
 // SetService may be called once, from any thread.
 #pragma once
@@ -20,8 +25,10 @@
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <cstdint>
+#include <memory>
 #include <string>
 
+#include "api/throttle.h"
 #include "service/token_service.h"
 
 namespace patledger::api {
@@ -42,6 +49,8 @@ struct Exchange {
 struct HandlerOptions {
   // Realm in WWW-Authenticate headers.
   std::string realm = "patledger";
+  // The failed-authentication ban; threshold 0 turns it off.
+  AuthThrottleOptions throttle;
 };
 
 class Handler {
@@ -58,8 +67,12 @@ class Handler {
   // Answers one request. Never throws; keep-alive and version follow the request.
   Response Handle(const Request& request, Exchange* exchange) const;
 
+  // The failed-authentication ban's table (for its statistics, and tests).
+  const AuthThrottle& throttle() const { return *throttle_; }
+
  private:
   HandlerOptions options_;
+  std::unique_ptr<AuthThrottle> throttle_;  // written by Handle: not const through it
   std::atomic<service::TokenService*> service_{nullptr};
 };
 
