@@ -16,6 +16,7 @@
 
 #include "api/handler.h"
 #include "api/server.h"
+#include "api/throttle.h"
 #include "common/clock.h"
 #include "service/token_service.h"
 #include "tools/cli.h"
@@ -28,7 +29,55 @@ namespace po = boost::program_options;
 constexpr int kUsage = 2;
 constexpr char kSynopsis[] =
     "serve [--data DIR] [--listen HOST:PORT] [--threads N] [--max-connections N] "
-    "[--key-file F] [--access-log FILE|-]";
+    "[--read-timeout S] [--idle-timeout S] [--key-file F] [--access-log FILE|-] "
+    "[--auth-fail-threshold N] [--auth-fail-window S] [--auth-ban S] "
+    "[--trusted-proxy ADDR[/BITS]]... [--auth-fail-exempt ADDR[/BITS]]...";
+
+// TEST ONLY (hidden options --test-clock-start T and --test-clock-speed X, not in
+// --help): the service's clock starts at T and runs X times as fast as real time, so
+// a soak test of seconds sees tokens expire at midnight UTC (tests/reliability/
+// soak_test.cc). It is monotonic, but every instant it gives is recorded in the ledger
+// as real: never run a production ledger with it. The clock's origin is taken before
+// the server listens, so a test that notes when it spawned the process and when it saw
+// "listening on" can bound the server's time from both sides.
+class ScaledClock final : public Clock {
+ public:
+  ScaledClock(std::int64_t start_us, double speed)
+      : start_us_(start_us), speed_(speed), origin_(std::chrono::steady_clock::now()) {}
+  std::int64_t NowMicros() const override {
+    const auto real = std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::steady_clock::now() - origin_)
+                          .count();
+    return start_us_ + static_cast<std::int64_t>(static_cast<double>(real) * speed_);
+  }
+
+ private:
+  std::int64_t start_us_;
+  double speed_;
+  std::chrono::steady_clock::time_point origin_;
+};
+
+// --trusted-proxy / --auth-fail-exempt values; "none" alone means an empty list.
+std::optional<std::vector<api::IpRange>> ParseRanges(const std::vector<std::string>& texts,
+                                                     std::string* bad) {
+  std::vector<api::IpRange> out;
+  if (texts.size() == 1 && texts[0] == "none") return out;
+  for (const std::string& t : texts) {
+    auto range = api::ParseIpRange(t);
+    if (!range) {
+      *bad = "'" + t + "' is not an address or ADDR/BITS";
+      return std::nullopt;
+    }
+    out.push_back(*range);
+  }
+  return out;
+}
+
+std::string FormatRanges(const std::vector<api::IpRange>& ranges) {
+  std::string out;
+  for (const auto& r : ranges) out += (out.empty() ? "" : ", ") + api::FormatIpRange(r);
+  return out.empty() ? "none" : out;
+}
 
 struct Listen {
   std::string host;
@@ -101,7 +150,18 @@ Status InitIfMissing(const service::ServiceOptions& o, std::ostream& out, std::o
 int Serve(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   std::string data = "./data", key_file, listen_text = "127.0.0.1:8080", access_log = "-";
   int threads = 0;
-  std::size_t max_connections = api::ServerOptions().max_connections;
+  const api::ServerOptions server_defaults;
+  const api::AuthThrottleOptions throttle_defaults;
+  std::size_t max_connections = server_defaults.max_connections;
+  std::int64_t read_timeout = server_defaults.read_timeout.count();
+  std::int64_t idle_timeout = server_defaults.idle_timeout.count();
+  std::uint32_t fail_threshold = api::kGitLabThreshold;
+  std::int64_t fail_window = throttle_defaults.window_seconds;
+  std::int64_t ban = throttle_defaults.ban_seconds;
+  std::vector<std::string> trusted_texts = {"127.0.0.1", "::1"};
+  std::vector<std::string> exempt_texts = {"127.0.0.1", "::1"};
+  std::string test_clock_start;
+  double test_clock_speed = 0;
   po::options_description opts("serve options");
   opts.add_options()("help,h", "show this help")(
       "data", po::value(&data)->default_value("./data"),
@@ -114,10 +174,34 @@ int Serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
       "max-connections", po::value(&max_connections)->default_value(max_connections),
       "open connections beyond this are closed at once")(
       "access-log", po::value(&access_log)->default_value("-"),
-      "access log file (appended), or - for stderr");
+      "access log file (appended), or - for stderr")(
+      "read-timeout", po::value(&read_timeout)->default_value(read_timeout),
+      "seconds a request may take from its first byte to its last (slow clients are "
+      "closed), and a new connection may stay silent")(
+      "idle-timeout", po::value(&idle_timeout)->default_value(idle_timeout),
+      "seconds a keep-alive connection may stay idle between requests")(
+      "auth-fail-threshold", po::value(&fail_threshold)->default_value(fail_threshold),
+      "failed authentications (bad, revoked or expired token) from one address within "
+      "--auth-fail-window that ban it: 429 to every request presenting a token; "
+      "0: off (docs/api.md)")(
+      "auth-fail-window", po::value(&fail_window)->default_value(fail_window),
+      "seconds within which failures are counted")(
+      "auth-ban", po::value(&ban)->default_value(ban), "seconds a ban lasts")(
+      "trusted-proxy",
+      po::value(&trusted_texts)->multitoken()->default_value(trusted_texts, "127.0.0.1 ::1"),
+      "proxies (ADDR or ADDR/BITS, repeatable; 'none') whose X-Forwarded-For / X-Real-IP "
+      "name the client: set it to your gateway's address")(
+      "auth-fail-exempt",
+      po::value(&exempt_texts)->multitoken()->default_value(exempt_texts, "127.0.0.1 ::1"),
+      "client addresses never counted nor banned (ADDR or ADDR/BITS, repeatable; 'none')");
+  po::options_description hidden("test-only options");
+  hidden.add_options()("test-clock-start", po::value(&test_clock_start))(
+      "test-clock-speed", po::value(&test_clock_speed));
+  po::options_description all;
+  all.add(opts).add(hidden);
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(args).options(opts).run(), vm);
+    po::store(po::command_line_parser(args).options(all).run(), vm);
     if (vm.count("help")) {
       out << "usage: patledger " << kSynopsis << "\n\n" << opts;
       return 0;
@@ -132,6 +216,26 @@ int Serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   if (!listen) bad = "--listen '" + listen_text + "' is not HOST:PORT or [IPv6]:PORT";
   if (threads < 0) bad = "--threads must be 0 (one per core) or more";
   if (max_connections == 0) bad = "--max-connections must be at least 1";
+  if (read_timeout < 1 || idle_timeout < 1) bad = "timeouts must be at least 1 second";
+  if (fail_threshold > 0 && (fail_window < 1 || ban < 1)) {
+    bad = "--auth-fail-window and --auth-ban must be at least 1 second";
+  }
+  std::string range_error;
+  auto trusted = ParseRanges(trusted_texts, &range_error);
+  if (!trusted) bad = "--trusted-proxy " + range_error;
+  auto exempt = ParseRanges(exempt_texts, &range_error);
+  if (!exempt) bad = "--auth-fail-exempt " + range_error;
+  std::unique_ptr<ScaledClock> test_clock;
+  if (test_clock_speed != 0 || !test_clock_start.empty()) {
+    auto start = test_clock_start.empty()
+                     ? std::optional<std::int64_t>(SystemClock::Get()->NowMicros())
+                     : ParseTimestamp(test_clock_start);
+    if (!start || !(test_clock_speed > 0)) {
+      bad = "--test-clock-start needs a timestamp and --test-clock-speed a positive factor";
+    } else {
+      test_clock = std::make_unique<ScaledClock>(*start, test_clock_speed);
+    }
+  }
   if (!bad.empty()) {
     err << "patledger: " << bad << "\nusage: patledger " << kSynopsis << "\n";
     return kUsage;
@@ -146,6 +250,7 @@ int Serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   service::ServiceOptions so;
   so.data_dir = data;
   so.key_path = key_file;
+  if (test_clock) so.clock = test_clock.get();
   if (Status s = InitIfMissing(so, out, err); !s.ok()) return Fail(err, s);
 
   std::ofstream log_file;
@@ -158,11 +263,31 @@ int Serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   options.port = listen->port;
   options.threads = threads;
   options.max_connections = max_connections;
+  options.read_timeout = std::chrono::seconds(read_timeout);
+  options.idle_timeout = std::chrono::seconds(idle_timeout);
   options.access_log = access_log == "-" ? &err : &log_file;
 
-  api::Handler handler;
+  api::HandlerOptions handler_options;
+  handler_options.throttle.threshold = fail_threshold;
+  handler_options.throttle.window_seconds = fail_window;
+  handler_options.throttle.ban_seconds = ban;
+  handler_options.throttle.trusted_proxies = *trusted;
+  handler_options.throttle.exempt = *exempt;
+  api::Handler handler(handler_options);
   api::Server server(options, handler);
   if (Status s = server.Start(); !s.ok()) return Fail(err, s);
+  if (test_clock) {
+    Say(err, "patledger: TEST CLOCK: the service's time starts at " +
+                 FormatTimestamp(test_clock->NowMicros()) + " and runs " +
+                 std::to_string(test_clock_speed) + "x real time\n");
+  }
+  Say(err, fail_threshold == 0
+               ? std::string("patledger: failed-authentication ban off\n")
+               : "patledger: failed-authentication ban: " + std::to_string(fail_threshold) +
+                     " failures within " + std::to_string(fail_window) +
+                     " s from one address -> 429 for " + std::to_string(ban) +
+                     " s (trusted proxies: " + FormatRanges(*trusted) +
+                     "; exempt: " + FormatRanges(*exempt) + ")\n");
   Say(err, "patledger: listening on " + Url(listen->host, server.port()) + "\n");
 
   std::atomic<bool> signalled{false};
