@@ -93,7 +93,7 @@ done
 cp -p "$SRC/token.key" "$DATA/token.key"
 
 wait_ready() {  # port pid
-  for _ in $(seq 1 1200); do
+  for _ in $(seq 1 6000); do  # up to ~10 min: a 10M-token replay on a busy machine
     kill -0 "$2" 2>/dev/null || return 1
     [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/-/readiness") == 200 ]] && return 0
     sleep 0.1
