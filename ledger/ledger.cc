@@ -23,11 +23,12 @@
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
 #include <rocksdb/write_batch.h>
+#include <xxhash.h>
 
-#include <condition_variable>
-#include <cstring>
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -100,12 +101,101 @@ class SnapshotHolder {
   const rocksdb::Snapshot* snapshot_;
 };
 
+// The closed-head mark (docs/ledger-format.md): at every clean close a writer records
+// the seq and chain hash of its last record in a small file beside RocksDB's, synced,
+// after flushing the memtables. Every later open checks that the ledger still reaches
+// that record with that chain hash: records lost to damage that RocksDB's recovery
+// accepts without an error (a truncated WAL or MANIFEST cut at a record boundary) are
+// then refused, not silently dropped (docs/RELIABILITY.md, F1). The mark is a lower
+// bound: records appended after the last clean close are not covered by it.
+constexpr std::string_view kClosedHeadFile = "PATLEDGER-CLOSED-HEAD";
+constexpr std::string_view kClosedHeadHeader = "patledger closed-head v1\n";
+
+std::string ClosedHeadText(std::uint64_t seq, const ChainHash& chain) {
+  std::string text(kClosedHeadHeader);
+  text += "seq " + std::to_string(seq) + "\nchain " + internal::Hex(chain) + "\n";
+  char check[17];
+  std::snprintf(check, sizeof check, "%016llx",
+                static_cast<unsigned long long>(XXH3_64bits(text.data(), text.size())));
+  text += "check ";
+  text += check;
+  text += "\n";
+  return text;
+}
+
+// Writes the mark as a new file and renames it into place (env: the tests' simulated
+// disks see it like any other file).
+Status WriteClosedHead(rocksdb::Env* env, const std::string& dir, std::uint64_t seq,
+                       const ChainHash& chain) {
+  const std::string path = dir + "/" + std::string(kClosedHeadFile);
+  const std::string partial = path + ".partial";
+  rocksdb::Status s = rocksdb::WriteStringToFile(env, ClosedHeadText(seq, chain), partial,
+                                                 /*should_sync=*/true);
+  if (s.ok()) s = env->RenameFile(partial, path);
+  std::unique_ptr<rocksdb::Directory> d;
+  if (s.ok()) s = env->NewDirectory(dir, &d);
+  if (s.ok()) s = d->Fsync();
+  if (!s.ok()) return FromRocks(s, "writing " + path);
+  return Status::OK();
+}
+
+// The mark, if there is one: {seq, chain}; NotFound if there is none; Corruption
+// naming the file if it is damaged.
+Result<std::pair<std::uint64_t, ChainHash>> ReadClosedHead(rocksdb::Env* env,
+                                                           const std::string& dir) {
+  const std::string path = dir + "/" + std::string(kClosedHeadFile);
+  std::string text;
+  rocksdb::Status s = rocksdb::ReadFileToString(env, path, &text);
+  if (s.IsNotFound() || s.IsPathNotFound()) return Err(Status::NotFound(path));
+  if (!s.ok()) return Err(FromRocks(s, "reading " + path));
+  const auto damaged = [&] {
+    return Err(
+        Status::Corruption(path +
+                           " is damaged (it records the last seq at the "
+                           "last clean close; delete it to open without that check)"));
+  };
+  const std::size_t check_at = text.rfind("check ");
+  if (!text.starts_with(kClosedHeadHeader) || check_at == std::string::npos) {
+    return damaged();
+  }
+  const std::string body = text.substr(0, check_at);
+  unsigned long long seq = 0;
+  char chain_hex[65] = {};
+  if (std::sscanf(body.c_str() + kClosedHeadHeader.size(),
+                  "seq %llu\nchain %64[0-9a-f]\n", &seq, chain_hex) != 2) {
+    return damaged();
+  }
+  ChainHash chain{};
+  for (std::size_t i = 0; i < chain.size(); ++i) {
+    unsigned byte = 0;
+    if (std::sscanf(chain_hex + 2 * i, "%2x", &byte) != 1) return damaged();
+    chain[i] = static_cast<std::uint8_t>(byte);
+  }
+  if (ClosedHeadText(seq, chain) != text) return damaged();
+  return std::pair{static_cast<std::uint64_t>(seq), chain};
+}
+
 }  // namespace
 
 struct Ledger::Impl {
   Impl(std::string d, const Options& o) : dir(std::move(d)), options(o) {}
   ~Impl() {
     if (db == nullptr) return;
+    // At a clean close the memtables go to SST files, so the WAL is empty at rest:
+    // every acknowledged event then sits in a checksummed file that the MANIFEST
+    // tracks, and damage to the WAL of a stopped ledger (a truncation, which
+    // tail-tolerant WAL recovery cannot tell from a torn write) loses nothing
+    // (docs/RELIABILITY.md, F1). After a failed write nothing more is written.
+    if (!options.read_only && error.ok() && !handles.empty()) {
+      rocksdb::FlushOptions flush;
+      flush.wait = true;
+      // On failure the WAL still holds it all, and the old mark is still a lower bound.
+      if (db->Flush(flush, handles).ok()) {
+        rocksdb::Env* env =
+            options.env != nullptr ? options.env : rocksdb::Env::Default();
+        (void)WriteClosedHead(env, dir, last_seq, head_chain);
+      }
+    }
     for (rocksdb::ColumnFamilyHandle* h : handles)
       db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
     db->Close().PermitUncheckedError();  // a failed close loses nothing acknowledged
@@ -308,6 +398,9 @@ Result<std::unique_ptr<Ledger>> Ledger::OpenOnce(const std::string& dir,
       {std::string(fmt::kEventsColumnFamily), cf_options},
       {std::string(fmt::kMetaColumnFamily), cf_options},
   };
+  // Read before the database: a writer beside a read-only open may close (and write a
+  // newer mark) after this open took its view; the mark read first is never ahead.
+  const auto mark = ReadClosedHead(env, dir);
   auto impl = std::make_unique<Impl>(dir, options);
   rocksdb::DB* db = nullptr;
   const rocksdb::Status s =
@@ -320,14 +413,51 @@ Result<std::unique_ptr<Ledger>> Ledger::OpenOnce(const std::string& dir,
     return Err(st.WithContext("ledger in " + dir));
   }
   auto ledger = std::unique_ptr<Ledger>(new Ledger(std::move(impl)));
+  if (Status st = ledger->CheckClosedHead(mark); !st.ok()) {
+    return Err(st.WithContext("ledger in " + dir));
+  }
   // Only a writer needs the last record's time (to keep recorded_at non-decreasing);
   // a reader must still open a ledger whose last record is damaged, to report it.
   if (!options.read_only && ledger->impl_->last_seq > 0) {
     auto last = ledger->Read(ledger->impl_->last_seq);
     if (!last) return Err(last.error());
-    ledger->impl_->last_recorded_at_us = schema::GetEnvelope(last->data())->recorded_at_us();
+    ledger->impl_->last_recorded_at_us =
+        schema::GetEnvelope(last->data())->recorded_at_us();
   }
   return ledger;
+}
+
+Status Ledger::CheckClosedHead(
+    const Result<std::pair<std::uint64_t, ChainHash>>& mark) const {
+  if (!mark) {
+    return mark.error().code() == Status::Code::kNotFound ? Status::OK() : mark.error();
+  }
+  const auto [seq, chain] = *mark;
+  const std::uint64_t last = impl_->last_seq;
+  if (seq > last) {
+    return Status::Corruption("the ledger ends at seq " + std::to_string(last) +
+                              " but was closed at seq " + std::to_string(seq) + " (" +
+                              std::string(kClosedHeadFile) + "): records seq " +
+                              std::to_string(last + 1) + ".." + std::to_string(seq) +
+                              " are missing — a damaged or truncated WAL or MANIFEST");
+  }
+  ChainHash found = impl_->head_chain;
+  if (seq < last) {
+    // The chain hash of record `seq` is the prev_chain of record seq + 1.
+    auto next = Read(seq + 1);
+    if (!next)
+      return impl_->options.read_only ? Status::OK() : next.error();  // Scan says
+    const auto* prev =
+        schema::GetEnvelope(next->data())->sequencing()->prev_chain().bytes();
+    for (std::size_t i = 0; i < found.size(); ++i) found[i] = prev->Get(i);
+  }
+  if (found != chain) {
+    return Status::Corruption("the chain hash at seq " + std::to_string(seq) +
+                              " differs from the one recorded at the last clean close (" +
+                              std::string(kClosedHeadFile) + "): the history up to seq " +
+                              std::to_string(seq) + " is not the one that was closed");
+  }
+  return Status::OK();
 }
 
 Result<std::uint64_t> Ledger::Append(std::vector<std::string> envelopes) {

@@ -35,6 +35,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -130,6 +131,9 @@ class Ledger {
  private:
   struct Impl;
   explicit Ledger(std::unique_ptr<Impl> impl);
+  // Checks the closed-head mark left by the last clean close (ledger.cc), as read
+  // before the database was opened.
+  Status CheckClosedHead(const Result<std::pair<std::uint64_t, ChainHash>>& mark) const;
   static Result<std::unique_ptr<Ledger>> OpenOnce(const std::string& dir,
                                                   const Options& options);
   std::unique_ptr<Impl> impl_;

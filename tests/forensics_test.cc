@@ -1348,6 +1348,10 @@ BOOST_AUTO_TEST_CASE(truncated_wal_is_reported_at_the_first_lost_seq) {
   // in the (new) WAL.
   std::vector<std::uintmax_t> ends;
   ExpectedHead audited;
+  // A clean stop flushes the WAL into SST files (F1), so the damage below is done to
+  // a crash image: a copy taken while the service still runs, its events in the WAL.
+  TempDir image;
+  fs::path wal;
   {
     service::ServiceOptions so;
     so.data_dir = g.data;
@@ -1362,13 +1366,26 @@ BOOST_AUTO_TEST_CASE(truncated_wal_is_reported_at_the_first_lost_seq) {
     }
     audited.seq = (*svc)->ledger().last_seq();
     audited.chain = (*svc)->ledger().head_chain();
+    wal = NewestWal(g.ledger_dir());
+    fs::copy(g.data, image.Sub("data"), fs::copy_options::recursive);
   }
   BOOST_TEST_REQUIRE(audited.seq == l + 4);
-  const fs::path wal = NewestWal(g.ledger_dir());
+  {  // After the clean stop the WAL holds nothing: cutting it loses nothing.
+    TempDir stopped;
+    fs::copy(g.data, stopped.Sub("data"), fs::copy_options::recursive);
+    for (const auto& e : fs::directory_iterator(stopped.Sub("data/ledger"))) {
+      if (e.path().extension() == ".log") fs::resize_file(e.path(), 0);
+    }
+    Source s;
+    s.data = stopped.Sub("data");
+    Verified v = RunVerify(s, audited);
+    BOOST_TEST(v.c.status.ok(), ProblemsText(v));
+    BOOST_TEST(v.report.head_seq == l + 4);
+  }
 
   // Cut in the middle of the second request's record: seq l+2 on are lost.
   TempDir cut;
-  fs::copy(g.data, cut.Sub("data"), fs::copy_options::recursive);
+  fs::copy(image.Sub("data"), cut.Sub("data"), fs::copy_options::recursive);
   Source mid;
   mid.data = cut.Sub("data");
   fs::resize_file(cut.Sub("data/ledger/") + wal.filename().string(), ends[1] + 40);
@@ -1386,7 +1403,7 @@ BOOST_AUTO_TEST_CASE(truncated_wal_is_reported_at_the_first_lost_seq) {
   // Cut exactly between two records: nothing in the directory tells, the audited head
   // does.
   TempDir clean;
-  fs::copy(g.data, clean.Sub("data"), fs::copy_options::recursive);
+  fs::copy(image.Sub("data"), clean.Sub("data"), fs::copy_options::recursive);
   Source boundary;
   boundary.data = clean.Sub("data");
   fs::resize_file(clean.Sub("data/ledger/") + wal.filename().string(), ends[2]);

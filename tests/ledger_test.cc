@@ -798,9 +798,41 @@ BOOST_AUTO_TEST_CASE(head_chain_in_meta_that_differs_from_the_log_is_reported) {
   const auto seq = fmt::EncodeSeq(4);
   head.replace(0, seq.size(), seq.data(), seq.size());
   RawPutMeta(fmt::kHeadKey, head);
+  // The closed-head mark written at the last clean close catches it at open...
+  auto refused = Ledger::Open(dir, options);
+  BOOST_REQUIRE(!refused.has_value());
+  BOOST_TEST(refused.error().IsCorruption(), Why(refused));
+  BOOST_TEST(refused.error().message().find("the chain hash at seq 4 differs") !=
+                 std::string::npos,
+             Why(refused));
+  BOOST_TEST(refused.error().message().find("PATLEDGER-CLOSED-HEAD") != std::string::npos,
+             Why(refused));
+  // ...and without the mark (a ledger never closed cleanly), the scan does.
+  std::filesystem::remove(dir + "/PATLEDGER-CLOSED-HEAD");
   Open();
   ScanResult r = ScanAll();
   BOOST_TEST(StartsWith(r.status.message(), "seq 4: chain(4) is "), r.status.ToString());
+}
+
+BOOST_AUTO_TEST_CASE(records_lost_below_the_closed_head_fail_open_naming_the_seqs) {
+  AppendMany(6);
+  Close();  // the mark: closed at seq 6
+  RawDelete(6);
+  RawDelete(5);
+  // The head in meta cut back too, as a truncated WAL or MANIFEST leaves it.
+  std::string head(fmt::kHeadSize, '\0');
+  const auto seq = fmt::EncodeSeq(4);
+  head.replace(0, seq.size(), seq.data(), seq.size());
+  RawPutMeta(fmt::kHeadKey, head);
+  auto opened = Ledger::Open(dir, options);
+  BOOST_REQUIRE(!opened.has_value());
+  BOOST_TEST(opened.error().IsCorruption(), Why(opened));
+  BOOST_TEST(opened.error().message().find("ends at seq 4 but was closed at seq 6") !=
+                 std::string::npos,
+             Why(opened));
+  BOOST_TEST(opened.error().message().find("records seq 5..6 are missing") !=
+                 std::string::npos,
+             Why(opened));
 }
 
 BOOST_AUTO_TEST_CASE(missing_last_record_fails_open_naming_both_seqs) {
