@@ -15,7 +15,8 @@
 // transient doubling): whole-process bytes per token and the delta per token.
 //
 // usage: replay_bench [--tokens 1000000,10000000] [--reps R] [--ledger-dir DIR]
-//                     [--seed S] [--drop-caches] [--no-memory] [--smoke] [--help]
+//                     [--seed S] [--drop-caches] [--no-memory | --memory-only]
+//                     [--smoke] [--help]
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <spawn.h>
@@ -136,12 +137,13 @@ int MemoryChild(const std::string& dir) {
     std::cerr << "replay_bench: " << svc.error().ToString() << "\n";
     return 1;
   }
-  std::printf("%zu %zu %zu\n", before, StatusBytes("VmRSS:"), StatusBytes("VmHWM:"));
+  std::printf("%zu %zu %zu %zu %zu\n", before, StatusBytes("VmRSS:"), StatusBytes("VmHWM:"),
+              (*svc)->state().token_index().MemoryBytes(), (*svc)->state().MemoryBytes());
   return 0;
 }
 
 bool MeasureMemory(const std::string& dir, std::size_t* before, std::size_t* after,
-                   std::size_t* hwm) {
+                   std::size_t* hwm, std::size_t* index, std::size_t* state) {
   int fds[2];
   if (::pipe(fds) != 0) return false;
   posix_spawn_file_actions_t fa;
@@ -166,7 +168,8 @@ bool MeasureMemory(const std::string& dir, std::size_t* before, std::size_t* aft
   int status = 0;
   ::waitpid(pid, &status, 0);
   std::istringstream in(out);
-  return static_cast<bool>(in >> *before >> *after >> *hwm) && WIFEXITED(status) &&
+  return static_cast<bool>(in >> *before >> *after >> *hwm >> *index >> *state) &&
+         WIFEXITED(status) &&
          WEXITSTATUS(status) == 0;
 }
 
@@ -182,7 +185,7 @@ int main(int argc, char** argv) {
   bool drop = false, memory = true;
   const char* usage =
       "usage: replay_bench [--tokens N,N] [--reps R] [--ledger-dir DIR] [--seed S]\n"
-      "                    [--drop-caches] [--no-memory] [--smoke] [--help]\n"
+      "                    [--drop-caches] [--no-memory | --memory-only] [--smoke] [--help]\n"
       "  --tokens N,N    ledger sizes in tokens (default 1000000,10000000)\n"
       "  --reps R        repetitions, median reported (default 5)\n"
       "  --ledger-dir D  where generated ledgers are cached (default "
@@ -190,6 +193,7 @@ int main(int argc, char** argv) {
       "  --drop-caches   drop the page cache before every timed run (root); default: "
       "warm\n"
       "  --no-memory     skip the RSS measurement\n"
+      "  --memory-only   only the RSS measurement (no timed runs)\n"
       "  --smoke         a tiny run (20k tokens, 1 rep)\n";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -207,6 +211,7 @@ int main(int argc, char** argv) {
     else if (a == "--ledger-dir") ledger_root = next();
     else if (a == "--drop-caches") drop = true;
     else if (a == "--no-memory") memory = false;
+    else if (a == "--memory-only") reps = 0;
     else if (a == "--smoke") {
       sizes = {20'000};
       reps = 1;
@@ -230,7 +235,7 @@ int main(int argc, char** argv) {
               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   struct Mem {
     std::uint64_t tokens;
-    std::size_t before, after, hwm;
+    std::size_t before, after, hwm, index, state;
   };
   std::vector<std::string> results;
   std::vector<Mem> mems;
@@ -238,7 +243,7 @@ int main(int argc, char** argv) {
     const std::string& dir = dirs[k];
     std::uint64_t events = 0, count = 0, bytes = 0;
     double cpu = 0;
-    if (!drop) BareIteration(dir, &count, &bytes, &cpu);  // warm the page cache
+    if (reps > 0 && !drop) BareIteration(dir, &count, &bytes, &cpu);  // warm the cache
     std::vector<double> ours, bare, ours_cpu, bare_cpu;
     for (int r = 0; r < reps; ++r) {
       if (drop) DropCaches();
@@ -249,6 +254,15 @@ int main(int argc, char** argv) {
       bare_cpu.push_back(cpu);
       std::fprintf(stderr, "  %llu tokens rep %d: ours %.2f s, bare %.2f s\n",
                    static_cast<unsigned long long>(sizes[k]), r, ours.back(), bare.back());
+    }
+    if (reps == 0) {
+      if (memory) {
+        Mem m{sizes[k], 0, 0, 0, 0, 0};
+        if (MeasureMemory(dir, &m.before, &m.after, &m.hwm, &m.index, &m.state)) {
+          mems.push_back(m);
+        }
+      }
+      continue;
     }
     if (count != events) {
       std::fprintf(stderr, "replay_bench: %llu events replayed but %llu keys iterated\n",
@@ -268,21 +282,25 @@ int main(int argc, char** argv) {
     results.push_back(p + "|events_per_s|" + std::to_string(oe) + "|" + std::to_string(be));
     results.push_back(p + "|seconds|" + std::to_string(o) + "|" + std::to_string(b));
     if (memory) {
-      Mem m{sizes[k], 0, 0, 0};
-      if (MeasureMemory(dir, &m.before, &m.after, &m.hwm)) mems.push_back(m);
+      Mem m{sizes[k], 0, 0, 0, 0, 0};
+      if (MeasureMemory(dir, &m.before, &m.after, &m.hwm, &m.index, &m.state)) {
+        mems.push_back(m);
+      }
       else std::fprintf(stderr, "replay_bench: memory measurement failed\n");
     }
   }
   if (!mems.empty()) {
     std::printf("\n## Memory after TokenService::Open (fresh process)\n\n"
                 "| tokens | VmRSS before MB | VmRSS after MB | VmHWM MB | whole process "
-                "B/token | delta B/token | peak B/token |\n"
-                "|---:|---:|---:|---:|---:|---:|---:|\n");
+                "B/token | delta B/token | peak B/token | index B/token | "
+                "State::MemoryBytes B/token (index incl.) |\n"
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (const Mem& m : mems) {
       const double t = static_cast<double>(m.tokens);
-      std::printf("| %llu | %.1f | %.1f | %.1f | %.0f | %.0f | %.0f |\n",
+      std::printf("| %llu | %.1f | %.1f | %.1f | %.0f | %.0f | %.0f | %.0f | %.0f |\n",
                   static_cast<unsigned long long>(m.tokens), m.before / 1e6, m.after / 1e6,
-                  m.hwm / 1e6, m.after / t, (m.after - m.before) / t, m.hwm / t);
+                  m.hwm / 1e6, m.after / t, (m.after - m.before) / t, m.hwm / t,
+                  m.index / t, m.state / t);
     }
     std::printf("\ntarget: whole process <= 200 B/token at 10M\n");
   }
