@@ -14,6 +14,7 @@
 #
 # usage: bench/run_all.sh [--build DIR] [--ledger-dir DIR] [--tokens N] [--reps R]
 #                         [--seconds S] [--duration S] [--skip LIST] [--out FILE]
+#                         [--perf-out DIR]
 #                         [--smoke] [--help]
 #   --tokens N     largest size (default 10000000); the other sizes scale with it
 #   --reps R       repetitions everywhere (default 5; replay at the largest size: 3)
@@ -21,6 +22,7 @@
 #   --duration S   wrk/loadgen duration (default 10)
 #   --skip LIST    comma-separated names above to skip (e.g. index_bench,scaling)
 #   --out FILE     results file (default <ledger-dir>/results-<date>.txt)
+#   --perf-out DIR where scaling.sh writes its data file and plots (default docs/perf)
 set -euo pipefail
 
 BUILD=build-c
@@ -31,6 +33,7 @@ SECONDS_PER_RUN=5
 DURATION=10
 SKIP=
 OUT=
+PERF_OUT=docs/perf
 SMOKE=
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
@@ -43,6 +46,7 @@ while [[ $# -gt 0 ]]; do
     --duration) DURATION=$2; shift 2 ;;
     --skip) SKIP=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
+    --perf-out) PERF_OUT=$2; shift 2 ;;
     --smoke) SMOKE=1; TOKENS=20000; REPS=1; SECONDS_PER_RUN=0.3; DURATION=1; shift ;;
     --help|-h) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
@@ -104,7 +108,7 @@ if [[ -n $SMOKE ]]; then
   step scaling bench/scaling.sh --smoke --build "$BUILD" --ledger-dir "$LEDGER_DIR"
 else
   step scaling bench/scaling.sh --reps 3 --build "$BUILD" --ledger-dir "$LEDGER_DIR" \
-    --results-dir "$RES" \
+    --results-dir "$RES" --out "$PERF_OUT" \
     --sizes "$((TOKENS / 100)) $((TOKENS * 3 / 100)) $SMALL $((TOKENS * 3 / 10)) $TOKENS"
 fi
 echo "# total $(( $(date +%s) - T_START )) s" >> "$OUT"
