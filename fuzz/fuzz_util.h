@@ -1,6 +1,6 @@
 // fuzz/fuzz_util.h: what the fuzz targets and fuzz/make_corpus.cc share — scratch
 // directories, a deterministic sample event log, and a small real ledger built from it.
-// docs/fuzzing.md describes the targets.
+// docs/RELIABILITY.md, section 7, describes the targets.
 //
 // Nothing here holds or prints a token: the sample log carries made-up digests (no
 // instance key exists for it), so none of its tokens can authenticate anywhere.

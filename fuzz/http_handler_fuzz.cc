@@ -21,7 +21,7 @@
 // inputs close to reproducible, the ledger is restored from its pristine copy after
 // 32 inputs that wrote, or as soon as a fixture token's verdict changed (revoked,
 // rotated, owner blocked): a crash found after a write reproduces from the crash input
-// alone in the common case; docs/fuzzing.md says how to replay the rest.
+// alone in the common case; docs/RELIABILITY.md (section 7) says how to replay the rest.
 //
 // Properties checked besides "no crash": no request gets a 500 (Handle answers 500
 // only for an exception or an internal error, and this ledger has no I/O errors), and

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tools/fuzz.sh: the libFuzzer targets of fuzz/, each for a bounded time (issue 7,
-# point 7). docs/fuzzing.md says what each target covers.
+# point 7). docs/RELIABILITY.md (section 7) says what each target covers.
 #
 #   tools/fuzz.sh [SECONDS] [TARGET...]     (default: 60 seconds, every target)
 #   tools/fuzz.sh --seeds                    regenerate fuzz/corpus/ (make_corpus)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The long versions of the reliability tests of issue 7, points 1-5, 11 and 12
-# (docs/RELIABILITY.md, docs/abuse-and-soak.md): the same binaries as ctest runs, with
+# (docs/RELIABILITY.md): the same binaries as ctest runs, with
 # PATLEDGER_LONG=1.
 #
 #   tests/reliability/run_long.sh [BUILD_DIR] [TEST...]

@@ -13,7 +13,7 @@
 // the calling token has).
 //
 // Where a cell follows GitLab against what docs/api.md first said, a comment names the
-// GitLab source (docs/security-tests.md, "Authorization matrix", lists them).
+// GitLab source (docs/RELIABILITY.md, "Authorization matrix", lists them).
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
