@@ -4,7 +4,7 @@
 # For each size (default 1e5 3e5 1e6 3e6 1e7 tokens), on the generated ledger of that
 # size (bench_ledger.h; generated once and cached):
 #   - auth_bench: Authenticate ns/call (valid tokens, random order, 1 thread) and its
-#     lookup-alone and HMAC-alone parts;
+#     HMAC-alone and lookup-alone parts (lookups overlapped, and one at a time);
 #   - replay_bench: TokenService::Open (replay) seconds and the bare RocksDB iteration
 #     seconds of the same ledger.
 # Writes docs/perf/scaling.dat and two plots, docs/perf/lookup_scaling.png and
@@ -55,7 +55,7 @@ DAT=$OUT/scaling.dat
 {
   echo "# patledger scaling: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) hardware threads, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "# made by bench/scaling.sh (auth_bench --reps $REPS --sample $SAMPLE; replay_bench --reps $REPS, warm page cache)"
-  echo "# tokens auth_valid_ns lookup_ns hmac_ns replay_s bare_iteration_s events"
+  echo "# tokens auth_valid_ns lookup_ns hmac_ns replay_s bare_iteration_s events lookup_serial_ns"
 } > "$TMP/dat"
 for n in $SIZES; do
   echo "scaling: $n tokens" >&2
@@ -75,6 +75,7 @@ for n in $SIZES; do
   echo "$n $(get "$TMP/auth.$n" auth valid ours) $(get "$TMP/auth.$n" auth lookup ours)" \
        "$(get "$TMP/auth.$n" auth hmac ours) $(get "$TMP/replay.$n" replay seconds ours)" \
        "$(get "$TMP/replay.$n" replay seconds peer) $(get "$TMP/replay.$n" replay seconds events)" \
+       "$(get "$TMP/auth.$n" auth lookup_serial ours)" \
        >> "$TMP/dat"
 done
 cp "$TMP/dat" "$DAT"
@@ -94,7 +95,8 @@ set ylabel "ns per call"
 set yrange [0:*]
 plot "$DAT" using 1:2 with linespoints lw 2 title "Authenticate (total)", \
      "$DAT" using 1:4 with linespoints lw 2 title "HMAC alone (precomputed pads)", \
-     "$DAT" using 1:3 with linespoints lw 2 title "TokenIndex::Lookup alone"
+     "$DAT" using 1:3 with linespoints lw 2 title "TokenIndex::Lookup alone (misses overlapped)", \
+     "$DAT" using 1:8 with linespoints lw 2 title "TokenIndex::Lookup alone, one at a time"
 
 set output "$OUT/replay_scaling.png"
 set title "Start-up replay (TokenService::Open) vs bare RocksDB iteration\n$TITLE"
