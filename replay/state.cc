@@ -160,6 +160,7 @@ Status State::ApplyLocked(const ledger::RecordView& record) {
         rotated_from_[id] = from;
         rotated_to_[from] = id;
       }
+      if (user >= tokens_by_user_.size()) tokens_by_user_.resize(user + 1);
       tokens_by_user_[user].push_back(id);
       return Status::OK();
     }
@@ -255,10 +256,10 @@ std::optional<TokenMeta> State::FindToken(std::uint64_t token_id) const {
 std::vector<TokenMeta> State::TokensOfUser(std::uint64_t user_id) const {
   std::shared_lock lock(mu_);
   std::vector<TokenMeta> out;
-  auto it = tokens_by_user_.find(user_id);
-  if (it == tokens_by_user_.end()) return out;
-  out.reserve(it->second.size());
-  for (std::uint64_t id : it->second) out.push_back(MetaLocked(id));
+  if (user_id >= tokens_by_user_.size()) return out;
+  const std::vector<std::uint64_t>& ids = tokens_by_user_[user_id];
+  out.reserve(ids.size());
+  for (std::uint64_t id : ids) out.push_back(MetaLocked(id));
   return out;
 }
 
@@ -312,11 +313,10 @@ std::size_t State::MemoryBytes() const {
   std::shared_lock lock(mu_);
   std::size_t bytes = index_.MemoryBytes() + user_flags_.MemoryBytes() +
                       tokens_.capacity() * sizeof(StoredToken) +
-                      (rotated_from_.size() + rotated_to_.size()) * 40 +
-                      users_.capacity() * sizeof(UserRecord);
-  for (const auto& [user, ids] : tokens_by_user_) {
-    bytes += ids.capacity() * sizeof(std::uint64_t) + 64;
-  }
+                      (rotated_from_.capacity() + rotated_to_.capacity()) * 17 +
+                      users_.capacity() * sizeof(UserRecord) +
+                      tokens_by_user_.capacity() * sizeof(std::vector<std::uint64_t>);
+  for (const auto& ids : tokens_by_user_) bytes += ids.capacity() * sizeof(std::uint64_t);
   return bytes;
 }
 

@@ -32,6 +32,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <absl/container/flat_hash_map.h>
+
 #include "common/status.h"
 #include "index/token_index.h"
 #include "index/user_flags.h"
@@ -139,10 +141,10 @@ class State final : public ledger::Listener {
   std::vector<UserRecord> users_;     // index = user id; [0] unused
   std::unordered_map<std::string, std::uint64_t> user_ids_by_name_;
   std::vector<StoredToken> tokens_;   // index = token id (dense in practice); [0] unused
-  std::unordered_map<std::uint64_t, std::uint64_t> rotated_from_;  // new id -> old id
-  std::unordered_map<std::uint64_t, std::uint64_t> rotated_to_;    // old id -> new id
+  absl::flat_hash_map<std::uint64_t, std::uint64_t> rotated_from_;  // new id -> old id
+  absl::flat_hash_map<std::uint64_t, std::uint64_t> rotated_to_;    // old id -> new id
   std::size_t token_count_ = 0;
-  std::unordered_map<std::uint64_t, std::vector<std::uint64_t>> tokens_by_user_;
+  std::vector<std::vector<std::uint64_t>> tokens_by_user_;  // index = user id
   Status health_;
 
   std::atomic<std::uint64_t> last_seq_{0};
