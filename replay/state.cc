@@ -1,5 +1,6 @@
 #include "replay/state.h"
 
+#include <cstdlib>
 #include <mutex>
 #include <utility>
 
@@ -142,14 +143,11 @@ Status State::ApplyLocked(const ledger::RecordView& record) {
                                std::to_string(from));
       }
       StoredToken t;
-      t.user_id = user;
       t.digest = schema::ToDigest(*e->digest());
-      t.scopes = e->scopes();
-      t.expires_day = e->expires_day();
       t.created_seq = seq;
       t.created_at_us = env.recorded_at_us();
-      index::TokenEntry entry{.token_id = id, .user_id = user, .scopes = t.scopes,
-                              .expires_day = t.expires_day, .revoked = false};
+      index::TokenEntry entry{.token_id = id, .user_id = user, .scopes = e->scopes(),
+                              .expires_day = e->expires_day(), .revoked = false};
       if (!index_.Insert(t.digest, entry)) {
         return Refuse(seq, "token " + std::to_string(id) + " has the digest of another token");
       }
@@ -233,10 +231,12 @@ TokenMeta State::MetaLocked(std::uint64_t token_id) const {
   const StoredToken& t = tokens_[token_id];
   TokenMeta m;
   m.id = token_id;
-  m.user_id = t.user_id;
+  index::TokenEntry entry;
+  if (!index_.Lookup(t.digest, &entry)) std::abort();  // Apply put it there, for good
+  m.user_id = entry.user_id;
   m.digest = t.digest;
-  m.scopes = t.scopes;
-  m.expires_day = t.expires_day;
+  m.scopes = entry.scopes;
+  m.expires_day = entry.expires_day;
   m.created_seq = t.created_seq;
   m.revoked_seq = t.revoked_seq;
   m.created_at_us = t.created_at_us;

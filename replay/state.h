@@ -108,20 +108,18 @@ class State final : public ledger::Listener {
   std::size_t MemoryBytes() const;
 
  private:
-  // What the catalog keeps per token: 72 bytes (beside the index's 64-byte slot), so
-  // a 10M-token process stays under 200 bytes per token. The id is the position in
-  // tokens_; rotation links, rare, live in maps of their own. created_seq == 0: no
-  // token with this id.
+  // What the catalog keeps per token beside the index's 64-byte slot: 56 bytes, so a
+  // 10M-token process stays near 200 bytes per token (docs/PERFORMANCE.md, memory).
+  // The id is the position in tokens_; the owner, scopes and expiry live only in the
+  // index slot (found by the digest); rotation links, rare, in maps of their own.
+  // created_seq == 0: no token with this id.
   struct StoredToken {
-    std::uint64_t user_id = 0;
     index::TokenDigest digest{};
     std::int64_t created_at_us = 0;
     std::uint64_t created_seq = 0;
     std::uint64_t revoked_seq = 0;
-    std::uint32_t scopes = 0;
-    std::int32_t expires_day = index::kNoExpiry;
   };
-  static_assert(sizeof(StoredToken) == 72, "see docs/PERFORMANCE.md, memory");
+  static_assert(sizeof(StoredToken) == 56, "see docs/PERFORMANCE.md, memory");
 
   Status ApplyLocked(const ledger::RecordView& record);
   // REQUIRES: mu_ held.
