@@ -235,20 +235,32 @@ void Bench(std::size_t tokens, const std::vector<std::size_t>& threads, int reps
 
 // Lookups on one thread while another inserts new tokens and revokes old ones
 // continuously, vs the same reader alone (the index's concurrent-writer target).
-void WriterBench(std::size_t tokens, int reps, const std::vector<Digest>& hits) {
-  Ours ours(tokens * 2);
-  for (std::size_t n = 0; n < tokens; ++n) ours.Insert(MakeDigest(n), EntryFor(n));
+// `writes_per_second` 0: the writer runs flat out (millions of inserts a second, far
+// beyond anything the ledger can commit: the table grows past the L3 cache during the
+// run); otherwise it is paced to that rate, e.g. the durable-append ceiling measured by
+// append_bench (tens of thousands of creates a second), which is the most the service
+// can ever feed the index. The table is rebuilt for every rep, so alone and with-writer
+// runs start from the same table.
+void WriterBench(std::size_t tokens, int reps, const std::vector<Digest>& hits,
+                 double writes_per_second) {
   std::vector<double> alone, with_writer;
   std::uint64_t writes = 0;
   double write_seconds = 0;
-  std::size_t next = tokens * 4;  // never collides with the query stream's numbers
   for (int r = 0; r < reps; ++r) {
+    Ours ours(tokens);
+    for (std::size_t n = 0; n < tokens; ++n) ours.Insert(MakeDigest(n), EntryFor(n));
     alone.push_back(RunLookups(ours, hits, 1) / 1e6);
     std::atomic<bool> stop{false};
     std::uint64_t w = 0;
     std::thread writer([&] {
+      std::size_t next = tokens * 4;  // never collides with the query stream's numbers
       std::size_t revoke = 0;
+      const auto start = Clock::now();
       while (!stop.load(std::memory_order_relaxed)) {
+        if (writes_per_second > 0) {
+          const double due = static_cast<double>(w) / writes_per_second;
+          if (Seconds(Clock::now() - start) < due) continue;  // paced, spinning
+        }
         (void)ours.index().Insert(MakeDigest(next), EntryFor(next));
         ++next;
         (void)ours.index().Revoke(MakeDigest(revoke++ % tokens));
@@ -263,12 +275,18 @@ void WriterBench(std::size_t tokens, int reps, const std::vector<Digest>& hits) 
     writes += w;
   }
   const double a = Median(alone), b = Median(with_writer);
-  std::printf("\n## Lookups with a concurrent writer (%zu tokens, 1 reader + 1 writer)\n\n",
-              tokens);
+  const std::string pace =
+      writes_per_second > 0 ? std::to_string(static_cast<long long>(writes_per_second)) +
+                                  " writes/s"
+                            : std::string("flat out");
+  std::printf("\n## Lookups with a concurrent writer (%zu tokens, 1 reader + 1 writer, %s)\n\n",
+              tokens, pace.c_str());
   std::printf("| reader alone M/s | reader with writer M/s | ratio | writer ops/s |\n");
   std::printf("|---:|---:|---:|---:|\n");
   std::printf("| %.2f | %.2f | %.2fx | %.0f |\n\n", a, b, b / a, writes / write_seconds);
-  PrintResult("index", "reader_with_writer", "tokens=" + std::to_string(tokens) + " threads=1",
+  PrintResult("index", writes_per_second > 0 ? "reader_with_paced_writer" : "reader_with_writer",
+              "tokens=" + std::to_string(tokens) + " threads=1 writer_ops_per_s=" +
+                  std::to_string(static_cast<long long>(writes / write_seconds)),
               b, a, "M/s", true);
 }
 
@@ -281,6 +299,7 @@ int main(int argc, char** argv) {
   std::vector<std::size_t> threads = {1, 2};
   int reps = 5;
   std::size_t lookups = 4'000'000;
+  double writer_rate = 100'000;  // ~3x the durable-append ceiling (append_bench)
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -294,10 +313,13 @@ int main(int argc, char** argv) {
     else if (a == "--threads") threads = ParseList(next());
     else if (a == "--reps") reps = std::stoi(next());
     else if (a == "--lookups") lookups = std::stoull(next());
+    else if (a == "--writer-rate") writer_rate = std::stod(next());
     else if (a == "--smoke") { tokens = {20'000}; reps = 1; lookups = 100'000; }
     else {
       std::cerr << "usage: index_bench [--tokens N,N] [--threads 1,2] [--reps R] "
-                   "[--lookups M] [--smoke]\n";
+                   "[--lookups M] [--writer-rate W] [--smoke]\n"
+                   "  --writer-rate W  the paced writer's inserts+revokes per second "
+                   "(default 100000)\n";
       return a == "--help" ? 0 : 2;
     }
   }
@@ -331,6 +353,10 @@ int main(int argc, char** argv) {
     PrintResult("index", "lookups", params, r.ours_mops,
                 r.table == "patledger TokenIndex" ? 0 : r.mops, "M/s", true);
   }
-  WriterBench(tokens.front(), reps, Queries(tokens.front(), lookups, 0, 3));
+  for (std::size_t n : tokens) {
+    const auto queries = Queries(n, lookups, 0, 3);
+    WriterBench(n, reps, queries, 0);
+    WriterBench(n, reps, queries, writer_rate);
+  }
   return 0;
 }
