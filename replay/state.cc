@@ -1,5 +1,7 @@
 #include "replay/state.h"
 
+#include <malloc.h>
+
 #include <cstdlib>
 #include <mutex>
 #include <utility>
@@ -337,7 +339,18 @@ Status Replay(const ledger::Ledger& ledger, State* state, const ReplayLimit& lim
     return Status::OK();
   });
   if (applied) *applied = count;
+  if (s.ok()) state->Compact();
   return s;
+}
+
+void State::Compact() {
+  std::unique_lock lock(mu_);
+  // Replay grew these a record at a time (capacity up to twice the size); a catalog
+  // that lives as long as the process should not keep the slack (~4 B/token at 10M).
+  for (auto& ids : tokens_by_user_) ids.shrink_to_fit();
+  rotated_from_.rehash(0);
+  rotated_to_.rehash(0);
+  ::malloc_trim(0);  // glibc: return the freed heap pages to the system
 }
 
 }  // namespace patledger::replay

@@ -78,6 +78,10 @@ class State final : public ledger::Listener {
   // service appended something inconsistent (a bug); it is kept in health().
   void OnCommitted(const ledger::RecordView& record) override;
 
+  // Gives back the slack that growing one record at a time left in the catalog's
+  // containers (Replay calls it at the end). Takes the lock.
+  void Compact();
+
   // OK, or the first refusal seen by OnCommitted.
   Status health() const;
 
