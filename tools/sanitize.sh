@@ -15,8 +15,9 @@
 # children they start, which inherit the options — writes its reports under
 # <build>/sanitizer-logs/, which must be empty after ctest (so a report in a child
 # whose exit status a test ignores still fails the run). LeakSanitizer is on.
-# tests/tsan.supp suppresses exactly one known report from inside Debian's librocksdb,
-# which is not TSan-instrumented; any other report fails.
+# tests/tsan.supp suppresses known reports from inside Debian's librocksdb, which is
+# not TSan-instrumented, and tests/lsan.supp one RocksDB leak after a failed flush;
+# any other report fails.
 #
 # Environment: PATLEDGER_ASAN_DIR, PATLEDGER_TSAN_DIR (build directories, default
 # build-asan and build-tsan in the repository), CMAKE_BUILD_PARALLEL_LEVEL,
@@ -84,6 +85,7 @@ run() {
   mkdir -p "$logs"
   local status=0
   ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:log_path=$logs/asan" \
+  LSAN_OPTIONS="suppressions=$root/tests/lsan.supp" \
   UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$logs/ubsan" \
   TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$root/tests/tsan.supp:log_path=$logs/tsan" \
     ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 1800 "${select[@]}" ||
