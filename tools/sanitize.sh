@@ -85,7 +85,7 @@ run() {
   mkdir -p "$logs"
   local status=0
   ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:log_path=$logs/asan" \
-  LSAN_OPTIONS="suppressions=$root/tests/lsan.supp" \
+  LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0" \
   UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$logs/ubsan" \
   TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$root/tests/tsan.supp:log_path=$logs/tsan" \
     ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 1800 "${select[@]}" ||

@@ -443,7 +443,14 @@ BOOST_AUTO_TEST_CASE(mixed_load_with_expiry_keeps_memory_fds_and_p99_flat_and_st
                      << Fixed(Percentile(p99s, 50), 3) << " ms, max "
                      << Fixed(Percentile(p99s, 100), 3) << " ms");
   BOOST_TEST(fmax->fds - fmin->fds <= 8);
+#if defined(__SANITIZE_ADDRESS__)
+  // Under AddressSanitizer (tools/sanitize.sh) the server keeps freed memory in its
+  // quarantine (up to 256 MiB) and RSS says nothing about leaks; LeakSanitizer checks
+  // those. The bound is for the real build (ctest).
+  BOOST_TEST_MESSAGE("soak: ASan build: the RSS bound is not checked");
+#else
   BOOST_TEST(rss_growth_kib <= 16 * 1024 + 4 * static_cast<std::int64_t>(created_after_warmup));
+#endif
   BOOST_TEST(p99_last <= 5 * p99_first + 2.0);
 
   // Every token once more, now that nothing else runs.
