@@ -1,6 +1,7 @@
 #include "api/handler.h"
 
 #include <algorithm>
+#include <cctype>
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/status.hpp>
 #include <boost/json/array.hpp>
@@ -565,8 +566,15 @@ std::variant<ListQuery, Response> ParseListQuery(Context& c) {
 }
 
 std::string PageLink(const Context& c, int page, int per_page, std::string_view rel) {
+  // The Host header is the client's text: only a plausible host[:port] is echoed (the
+  // HTTP handler fuzzer put a token there, and it came back in this header).
   std::string host(c.req[http::field::host]);
-  if (host.empty()) host = "localhost";
+  const bool plausible =
+      !host.empty() && host.size() <= 255 && std::all_of(host.begin(), host.end(), [](char ch) {
+        return std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '-' ||
+               ch == ':' || ch == '[' || ch == ']';
+      });
+  if (!plausible) host = "localhost";
   std::string query;
   // Keep the caller's filters, replace page/per_page. Values are re-encoded minimally.
   const std::string_view target = c.req.target();
@@ -585,8 +593,13 @@ std::string PageLink(const Context& c, int page, int per_page, std::string_view 
     }
   }
   query += "page=" + std::to_string(page) + "&per_page=" + std::to_string(per_page);
-  return "<http://" + host + std::string(kApi) + "/personal_access_tokens?" + query +
-         ">; rel=\"" + std::string(rel) + "\"";
+  // Whatever the client sent (host, filters) is masked where it looks like a token.
+  std::string link = "<http://";
+  link += host;
+  link += kApi;
+  link += "/personal_access_tokens?";
+  link += query;
+  return FilteredTarget(link) + ">; rel=\"" + std::string(rel) + "\"";
 }
 
 Response ListTokens(Context& c) {
