@@ -21,7 +21,8 @@
 # 3. Prints one line per target — execs, execs/s, coverage (cov: edges, ft: features),
 #    corpus size (inputs/bytes), crashes — and fails (exit 1) if any target crashed,
 #    leaked, timed out, ran out of memory or reported undefined behaviour. The input
-#    that did it is kept under build-fuzz/artifacts/<target>/ and the whole log in
+#    that did it is kept under build-fuzz/artifacts/<target>/ (inputs of earlier runs are
+#    moved to build-fuzz/artifacts/earlier/ first, so they do not fail this one) and the whole log in
 #    build-fuzz/logs/<target>.log; reproduce with
 #    build-fuzz/fuzz/<target> build-fuzz/artifacts/<target>/<file>.
 #
@@ -85,6 +86,12 @@ for t in "${targets[@]}"; do
   log="$dir/logs/$t.log"
   rm -rf "$corpus"
   mkdir -p "$corpus" "$artifacts"
+  # Inputs kept from an earlier run are not this run's crashes: move them aside.
+  if [[ -n "$(find "$artifacts" -maxdepth 1 -type f -print -quit)" ]]; then
+    old="$dir/artifacts/earlier/$t-$(date -u +%Y%m%dT%H%M%SZ)"
+    mkdir -p "$old"
+    find "$artifacts" -maxdepth 1 -type f -exec mv {} "$old/" \;
+  fi
   cp "$root/fuzz/corpus/$t/"* "$corpus/"
   seeds_in=$(ls "$corpus" | wc -l)
   set +e
@@ -100,7 +107,7 @@ for t in "${targets[@]}"; do
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
   corp=$(sed -n 's/.* corp: \([0-9]*\/[0-9a-zA-Z]*\).*/\1/p' <<<"$last")
-  crashes=$(find "$artifacts" -type f | wc -l)
+  crashes=$(find "$artifacts" -maxdepth 1 -type f | wc -l)
   state=ok
   if [[ $rc != 0 || $crashes != 0 ]]; then
     state=FAILED
