@@ -3,8 +3,8 @@
 // them instead of generating 10M tokens again.
 //
 // A ledger is named by what determines it: <root>/gen-t<tokens>-u<users>-s<seed>-<start>.
-// It is complete only when its marker file `bench-complete` exists (written last); a
-// directory without it is a generation that was interrupted and is made again.
+// It is complete only when its marker file `bench-complete` exists; it is generated
+// elsewhere and renamed into place with its marker (see EnsureLedger).
 //
 // Generated ledgers and their keys are TEST ONLY: the key is derived from the seed, so
 // anyone knowing the seed can compute every token. The plaintext of token `id` is
@@ -13,6 +13,7 @@
 #pragma once
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -66,6 +67,11 @@ inline std::string LedgerDataDir(const std::string& root, const LedgerSpec& s) {
 // The data directory (ledger + token.key) of the ledger `spec`, generated now (with
 // the generator's --batch 10000: 10k requests per transaction) unless cached. Exits
 // the program with a message if generation fails.
+//
+// Several benchmarks may ask for the same ledger at once (ctest runs the smoke tests
+// in parallel), so each generates into its own `<dir>.partial-<pid>` and renames it
+// into place complete with its marker; a loser of that race discards its copy and
+// uses the winner's.
 inline std::string EnsureLedger(const std::string& root, const LedgerSpec& spec) {
   namespace fs = std::filesystem;
   const LedgerSpec r = Resolved(spec);
@@ -73,8 +79,9 @@ inline std::string EnsureLedger(const std::string& root, const LedgerSpec& spec)
   const fs::path marker = fs::path(dir) / "bench-complete";
   std::error_code ec;
   if (fs::exists(marker, ec)) return dir;
-  fs::remove_all(dir, ec);
   fs::create_directories(root, ec);
+  const std::string tmp = dir + ".partial-" + std::to_string(::getpid());
+  fs::remove_all(tmp, ec);
   std::fprintf(stderr,
                "generating %llu tokens, %llu users, seed %llu, from %s into %s "
                "(once; cached)...\n",
@@ -82,7 +89,7 @@ inline std::string EnsureLedger(const std::string& root, const LedgerSpec& spec)
                static_cast<unsigned long long>(r.users),
                static_cast<unsigned long long>(r.seed), r.start.c_str(), dir.c_str());
   forensics::GeneratorOptions o;
-  o.data = dir;
+  o.data = tmp;
   o.tokens = r.tokens;
   o.users = r.users;
   o.seed = r.seed;
@@ -93,14 +100,32 @@ inline std::string EnsureLedger(const std::string& root, const LedgerSpec& spec)
   if (!g) {
     std::fprintf(stderr, "bench: generating %s failed: %s\n", dir.c_str(),
                  g.error().ToString().c_str());
+    fs::remove_all(tmp, ec);
     std::exit(1);
   }
   const double s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::ofstream m(marker);
-  m << "tokens " << g->tokens << "\nusers " << g->users << "\nevents " << g->last_seq
-    << "\ngenerate_seconds " << s << "\n";
-  m.close();
+  {
+    std::ofstream m(fs::path(tmp) / "bench-complete");
+    m << "tokens " << g->tokens << "\nusers " << g->users << "\nevents " << g->last_seq
+      << "\ngenerate_seconds " << s << "\n";
+  }
+  fs::rename(tmp, dir, ec);
+  if (ec && !fs::exists(marker)) {
+    // Not a complete copy from a concurrent run: a generation interrupted before
+    // this scheme. Replace it.
+    fs::remove_all(dir, ec);
+    fs::rename(tmp, dir, ec);
+  }
+  if (ec) {
+    // Another process renamed its copy into place first: use that one.
+    fs::remove_all(tmp, ec);
+    if (!fs::exists(marker)) {
+      std::fprintf(stderr, "bench: cannot move the generated ledger into %s\n",
+                   dir.c_str());
+      std::exit(1);
+    }
+  }
   std::fprintf(stderr, "generated %llu events in %.1f s\n",
                static_cast<unsigned long long>(g->last_seq), s);
   return dir;

@@ -76,7 +76,7 @@ if [[ ! -s $TOKEN_FILE || $(find "$TOKEN_FILE" -mmin +720 2>/dev/null) ]]; then
   "$BUILD/bench/auth_bench" --tokens "$TOKENS" --ledger-dir "$LEDGER_DIR" \
     --write-tokens "$TOKEN_FILE" --count 5000 >&2
 fi
-SRC=$(ls -d "$LEDGER_DIR"/gen-t$TOKENS-u*-s42-* 2>/dev/null | while read -r d; do
+SRC=$(ls -d "$LEDGER_DIR"/gen-t$TOKENS-u*-s42-* 2>/dev/null | grep -v "\.partial-" | while read -r d; do
   [[ -f $d/bench-complete ]] && echo "$d"; done | tail -1)
 [[ -n $SRC ]] || { echo "http_bench: no generated ledger of $TOKENS tokens" >&2; exit 1; }
 
