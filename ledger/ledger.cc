@@ -31,15 +31,19 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 
+#include "ledger/damage.h"
 #include "ledger/format.h"
 #include "ledger/record.h"
 
 namespace patledger::ledger {
+
 namespace {
 
 namespace fmt = format;
+using Mark = JournaledHead;
 using internal::AsBytes;
 
 // A group never exceeds these unless its first transaction alone does.
@@ -101,13 +105,33 @@ class SnapshotHolder {
   const rocksdb::Snapshot* snapshot_;
 };
 
-// The closed-head mark (docs/ledger-format.md): at every clean close a writer records
-// the seq and chain hash of its last record in a small file beside RocksDB's, synced,
-// after flushing the memtables. Every later open checks that the ledger still reaches
-// that record with that chain hash: records lost to damage that RocksDB's recovery
-// accepts without an error (a truncated WAL or MANIFEST cut at a record boundary) are
-// then refused, not silently dropped (docs/RELIABILITY.md, F1). The mark is a lower
-// bound: records appended after the last clean close are not covered by it.
+// The head journal (docs/ledger-format.md): after every synced group the leader
+// appends the new head — seq and chain hash — to a small append-only file beside
+// RocksDB's, and syncs it, before any caller of the group is acknowledged. Every
+// later open checks that the ledger still reaches the last head in the journal with
+// that chain hash. So records lost to damage that RocksDB's recovery accepts without
+// an error — a live WAL cut at a record boundary or with a torn-looking tail, a
+// MANIFEST cut at a record boundary — are refused, never silently dropped
+// (docs/RELIABILITY.md, F1). The journal is a lower bound: a crash between the WAL
+// sync and the journal sync leaves the ledger ahead of it, which is fine (that group
+// was never acknowledged).
+//
+// Files are PATLEDGER-HEAD-<n>, n counting up. A writable open starts a new one
+// holding the head it opened with (appended, synced, then the directory synced), and
+// only then deletes the older ones; a full one (kHeadJournalMaxBytes) is replaced the
+// same way. So at any moment at least one journal holds a head no older than the
+// last acknowledged group, whatever a crash leaves of the newest.
+//
+// A record is 64 bytes: "PLHEAD01", seq (u64 LE), chain(seq) (32 bytes), 8 zero
+// bytes, XXH3-64 of the 56 bytes before it (u64 LE).
+constexpr std::string_view kHeadJournalPrefix = "PATLEDGER-HEAD-";
+constexpr std::string_view kHeadRecordMagic = "PLHEAD01";
+constexpr std::size_t kHeadRecordBytes = 64;
+constexpr std::uint64_t kHeadJournalMaxBytes = 1 << 20;  // 16,384 heads
+
+// The closed-head mark of earlier builds (one text file, written at a clean close):
+// still read, so a ledger last closed by one of them keeps that check; a writable
+// open replaces it by a journal.
 constexpr std::string_view kClosedHeadFile = "PATLEDGER-CLOSED-HEAD";
 constexpr std::string_view kClosedHeadHeader = "patledger closed-head v1\n";
 
@@ -123,26 +147,59 @@ std::string ClosedHeadText(std::uint64_t seq, const ChainHash& chain) {
   return text;
 }
 
-// Writes the mark as a new file and renames it into place (env: the tests' simulated
-// disks see it like any other file).
-Status WriteClosedHead(rocksdb::Env* env, const std::string& dir, std::uint64_t seq,
-                       const ChainHash& chain) {
-  const std::string path = dir + "/" + std::string(kClosedHeadFile);
-  const std::string partial = path + ".partial";
-  rocksdb::Status s = rocksdb::WriteStringToFile(env, ClosedHeadText(seq, chain), partial,
-                                                 /*should_sync=*/true);
-  if (s.ok()) s = env->RenameFile(partial, path);
-  std::unique_ptr<rocksdb::Directory> d;
-  if (s.ok()) s = env->NewDirectory(dir, &d);
-  if (s.ok()) s = d->Fsync();
-  if (!s.ok()) return FromRocks(s, "writing " + path);
-  return Status::OK();
+void PutLe64(char* out, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(v >> (8 * i));
+}
+std::uint64_t GetLe64(const char* in) {
+  std::uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<std::uint8_t>(in[i]);
+  return v;
 }
 
-// The mark, if there is one: {seq, chain}; NotFound if there is none; Corruption
-// naming the file if it is damaged.
-Result<std::pair<std::uint64_t, ChainHash>> ReadClosedHead(rocksdb::Env* env,
-                                                           const std::string& dir) {
+std::string HeadRecord(std::uint64_t seq, const ChainHash& chain) {
+  std::string r(kHeadRecordBytes, '\0');
+  std::memcpy(r.data(), kHeadRecordMagic.data(), kHeadRecordMagic.size());
+  PutLe64(r.data() + 8, seq);
+  std::memcpy(r.data() + 16, chain.data(), chain.size());
+  PutLe64(r.data() + 56, XXH3_64bits(r.data(), 56));
+  return r;
+}
+
+std::optional<Mark> ParseHeadRecord(std::string_view r, const std::string& file) {
+  if (r.size() != kHeadRecordBytes || !r.starts_with(kHeadRecordMagic) ||
+      GetLe64(r.data() + 56) != XXH3_64bits(r.data(), 56)) {
+    return std::nullopt;
+  }
+  Mark m;
+  m.seq = GetLe64(r.data() + 8);
+  std::memcpy(m.chain.data(), r.data() + 16, m.chain.size());
+  m.file = file;
+  return m;
+}
+
+std::string HeadJournalName(std::uint64_t number) {
+  char name[48];
+  std::snprintf(name, sizeof name, "%s%06llu", std::string(kHeadJournalPrefix).c_str(),
+                static_cast<unsigned long long>(number));
+  return name;
+}
+
+// n of a journal's file name, or nullopt if `name` is not one.
+std::optional<std::uint64_t> HeadJournalNumber(std::string_view name) {
+  if (!name.starts_with(kHeadJournalPrefix)) return std::nullopt;
+  name.remove_prefix(kHeadJournalPrefix.size());
+  if (name.empty() || name.size() > 18) return std::nullopt;
+  std::uint64_t n = 0;
+  for (char c : name) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  return n;
+}
+
+// The closed-head mark of an earlier build, if there is one: NotFound if there is
+// none; Corruption naming the file if it is damaged.
+Result<Mark> ReadClosedHead(rocksdb::Env* env, const std::string& dir) {
   const std::string path = dir + "/" + std::string(kClosedHeadFile);
   std::string text;
   rocksdb::Status s = rocksdb::ReadFileToString(env, path, &text);
@@ -165,14 +222,53 @@ Result<std::pair<std::uint64_t, ChainHash>> ReadClosedHead(rocksdb::Env* env,
                   "seq %llu\nchain %64[0-9a-f]\n", &seq, chain_hex) != 2) {
     return damaged();
   }
-  ChainHash chain{};
-  for (std::size_t i = 0; i < chain.size(); ++i) {
+  Mark m;
+  for (std::size_t i = 0; i < m.chain.size(); ++i) {
     unsigned byte = 0;
     if (std::sscanf(chain_hex + 2 * i, "%2x", &byte) != 1) return damaged();
-    chain[i] = static_cast<std::uint8_t>(byte);
+    m.chain[i] = static_cast<std::uint8_t>(byte);
   }
-  if (ClosedHeadText(seq, chain) != text) return damaged();
-  return std::pair{static_cast<std::uint64_t>(seq), chain};
+  if (ClosedHeadText(seq, m.chain) != text) return damaged();
+  m.seq = seq;
+  m.file = std::string(kClosedHeadFile);
+  return m;
+}
+
+// What the head journals (and a closed-head mark of an earlier build) in `dir` say:
+// the highest head any of them holds, or NotFound if there is none. A torn tail (a
+// partial or invalid last record, as a crash during an append leaves it) is ignored:
+// its group was never acknowledged. A non-empty journal with no valid record at all
+// (and not all zeros, as a torn creation can leave it) is refused naming it.
+Result<Mark> ReadHeadMarks(rocksdb::Env* env, const std::string& dir,
+                           const std::vector<std::string>& names) {
+  std::optional<Mark> best;
+  for (const std::string& name : names) {
+    if (!HeadJournalNumber(name)) continue;
+    std::string bytes;
+    const std::string path = dir + "/" + name;
+    rocksdb::Status s = rocksdb::ReadFileToString(env, path, &bytes);
+    if (s.IsNotFound() || s.IsPathNotFound()) continue;  // replaced meanwhile
+    if (!s.ok()) return Err(FromRocks(s, "reading " + path));
+    std::optional<Mark> last;
+    for (std::size_t at = 0; at + kHeadRecordBytes <= bytes.size();
+         at += kHeadRecordBytes) {
+      auto m = ParseHeadRecord(std::string_view(bytes).substr(at, kHeadRecordBytes), name);
+      if (m && (!last || m->seq >= last->seq)) last = m;
+    }
+    if (!last) {
+      if (bytes.find_first_not_of('\0') == std::string::npos) continue;
+      return Err(Status::Corruption(
+          path + " is damaged: none of its " + std::to_string(bytes.size()) +
+          " bytes is a valid head record (it guards against a truncated WAL; move it "
+          "aside to open without that check)"));
+    }
+    if (!best || last->seq > best->seq) best = last;
+  }
+  auto closed = ReadClosedHead(env, dir);
+  if (!closed && closed.error().code() != Status::Code::kNotFound) return closed;
+  if (closed && (!best || closed->seq > best->seq)) best = *closed;
+  if (!best) return Err(Status::NotFound("no head journal in " + dir));
+  return *best;
 }
 
 }  // namespace
@@ -183,23 +279,30 @@ struct Ledger::Impl {
     if (db == nullptr) return;
     // At a clean close the memtables go to SST files, so the WAL is empty at rest:
     // every acknowledged event then sits in a checksummed file that the MANIFEST
-    // tracks, and damage to the WAL of a stopped ledger (a truncation, which
-    // tail-tolerant WAL recovery cannot tell from a torn write) loses nothing
-    // (docs/RELIABILITY.md, F1). After a failed write nothing more is written.
+    // tracks, and the WAL of a stopped ledger holds nothing to lose. (The head
+    // journal already holds the last head.) After a failed write nothing more is
+    // written.
     if (!options.read_only && error.ok() && !handles.empty()) {
       rocksdb::FlushOptions flush;
       flush.wait = true;
-      // On failure the WAL still holds it all, and the old mark is still a lower bound.
-      if (db->Flush(flush, handles).ok()) {
-        rocksdb::Env* env =
-            options.env != nullptr ? options.env : rocksdb::Env::Default();
-        (void)WriteClosedHead(env, dir, last_seq, head_chain);
-      }
+      db->Flush(flush, handles).PermitUncheckedError();  // the WAL still holds it all
     }
+    if (journal) journal->Close().PermitUncheckedError();
     for (rocksdb::ColumnFamilyHandle* h : handles)
       db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
     db->Close().PermitUncheckedError();  // a failed close loses nothing acknowledged
   }
+
+  rocksdb::Env* env() const {
+    return options.env != nullptr ? options.env : rocksdb::Env::Default();
+  }
+  // Starts head journal number `number` holding head {seq, chain}, synced and its
+  // name made durable, then deletes the journals before it (and the closed-head mark
+  // of an earlier build). Only the leader, or Open before any Append, calls it.
+  Status StartJournal(std::uint64_t number, std::uint64_t seq, const ChainHash& chain);
+  // Appends head {seq, chain} to the journal (synced unless options.sync is false),
+  // replacing a full journal by a new one. Only the leader calls it.
+  Status AppendJournal(std::uint64_t seq, const ChainHash& chain);
 
   rocksdb::ColumnFamilyHandle* events() const { return handles[kEventsCf]; }
   rocksdb::ColumnFamilyHandle* meta() const { return handles[kMetaCf]; }
@@ -222,7 +325,59 @@ struct Ledger::Impl {
   // to it, so recorded_at never decreases along the log (point-in-time replay).
   std::int64_t last_recorded_at_us = INT64_MIN;
   Status error;  // sticky
+
+  // The head journal being appended to (writable ledgers only); used only by the
+  // leader, so not guarded by mu.
+  std::unique_ptr<rocksdb::WritableFile> journal;
+  std::uint64_t journal_number = 0;
+  std::uint64_t journal_bytes = 0;
 };
+
+Status Ledger::Impl::StartJournal(std::uint64_t number, std::uint64_t seq,
+                                  const ChainHash& chain) {
+  rocksdb::Env* e = env();
+  const std::string name = HeadJournalName(number);
+  const std::string path = dir + "/" + name;
+  std::unique_ptr<rocksdb::WritableFile> file;
+  rocksdb::Status s = e->NewWritableFile(path, &file, rocksdb::EnvOptions());
+  const std::string record = HeadRecord(seq, chain);
+  if (s.ok()) s = file->Append(record);
+  if (s.ok()) s = file->Sync();
+  std::unique_ptr<rocksdb::Directory> d;
+  if (s.ok()) s = e->NewDirectory(dir, &d);
+  if (s.ok()) s = d->Fsync();
+  if (!s.ok()) return FromRocks(s, "starting the head journal " + path);
+  if (journal) journal->Close().PermitUncheckedError();
+  journal = std::move(file);
+  journal_number = number;
+  journal_bytes = record.size();
+  // The older journals hold older heads only: losing them loses nothing, so their
+  // deletion need not be durable, and a failure to delete them is harmless.
+  std::vector<std::string> names;
+  if (e->GetChildren(dir, &names).ok()) {
+    for (const std::string& n : names) {
+      const auto k = HeadJournalNumber(n);
+      if ((k && *k < number) || n == kClosedHeadFile) {
+        e->DeleteFile(dir + "/" + n).PermitUncheckedError();
+      }
+    }
+  }
+  return Status::OK();
+}
+
+Status Ledger::Impl::AppendJournal(std::uint64_t seq, const ChainHash& chain) {
+  if (journal_bytes + kHeadRecordBytes > kHeadJournalMaxBytes) {
+    return StartJournal(journal_number + 1, seq, chain);
+  }
+  rocksdb::Status s = journal->Append(HeadRecord(seq, chain));
+  if (s.ok() && options.sync) s = journal->Sync();
+  if (!s.ok()) {
+    return FromRocks(s, "appending to the head journal " + dir + "/" +
+                            HeadJournalName(journal_number));
+  }
+  journal_bytes += kHeadRecordBytes;
+  return Status::OK();
+}
 
 Result<std::pair<std::uint64_t, ChainHash>> Ledger::Impl::ReadHead(
     const rocksdb::ReadOptions& ro) const {
@@ -398,22 +553,35 @@ Result<std::unique_ptr<Ledger>> Ledger::OpenOnce(const std::string& dir,
       {std::string(fmt::kEventsColumnFamily), cf_options},
       {std::string(fmt::kMetaColumnFamily), cf_options},
   };
-  // Read before the database: a writer beside a read-only open may close (and write a
-  // newer mark) after this open took its view; the mark read first is never ahead.
-  const auto mark = ReadClosedHead(env, dir);
+  // Read before the database: a writer beside a read-only open appends heads after
+  // this open took its view; the heads read first are never ahead of it.
+  const std::vector<std::string> names = Listing(env, dir);
+  const auto mark = options.check_head_journal
+                        ? ReadHeadMarks(env, dir, names)
+                        : Result<JournaledHead>(Err(Status::NotFound("not checked")));
   auto impl = std::make_unique<Impl>(dir, options);
   rocksdb::DB* db = nullptr;
   const rocksdb::Status s =
       options.read_only
           ? rocksdb::DB::OpenForReadOnly(db_options, dir, cfs, &impl->handles, &db)
           : rocksdb::DB::Open(db_options, dir, cfs, &impl->handles, &db);
-  if (!s.ok()) return Err(FromRocks(s, "cannot open the ledger in " + dir));
+  if (!s.ok()) {
+    Status refused = FromRocks(s, "cannot open the ledger in " + dir);
+    // RocksDB does not always say which file is damaged (F2): look for it.
+    if (s.IsCorruption()) {
+      if (const std::string damaged = internal::DescribeDamagedFiles(env, dir);
+          !damaged.empty()) {
+        refused = Status::Corruption(refused.message() + "; damaged: " + damaged);
+      }
+    }
+    return Err(refused);
+  }
   impl->db.reset(db);
   if (Status st = impl->LoadMeta(); !st.ok()) {
     return Err(st.WithContext("ledger in " + dir));
   }
   auto ledger = std::unique_ptr<Ledger>(new Ledger(std::move(impl)));
-  if (Status st = ledger->CheckClosedHead(mark); !st.ok()) {
+  if (Status st = ledger->CheckHeadMark(mark); !st.ok()) {
     return Err(st.WithContext("ledger in " + dir));
   }
   // Only a writer needs the last record's time (to keep recorded_at non-decreasing);
@@ -424,22 +592,30 @@ Result<std::unique_ptr<Ledger>> Ledger::OpenOnce(const std::string& dir,
     ledger->impl_->last_recorded_at_us =
         schema::GetEnvelope(last->data())->recorded_at_us();
   }
+  if (!options.read_only) {
+    std::uint64_t number = 0;
+    for (const std::string& n : names) number = std::max(number, HeadJournalNumber(n).value_or(0));
+    Impl& d = *ledger->impl_;
+    if (Status st = d.StartJournal(number + 1, d.last_seq, d.head_chain); !st.ok()) {
+      return Err(st.WithContext("ledger in " + dir));
+    }
+  }
   return ledger;
 }
 
-Status Ledger::CheckClosedHead(
-    const Result<std::pair<std::uint64_t, ChainHash>>& mark) const {
+Status Ledger::CheckHeadMark(const Result<JournaledHead>& mark) const {
   if (!mark) {
     return mark.error().code() == Status::Code::kNotFound ? Status::OK() : mark.error();
   }
-  const auto [seq, chain] = *mark;
+  const std::uint64_t seq = mark->seq;
   const std::uint64_t last = impl_->last_seq;
+  const std::string where = impl_->dir + "/" + mark->file;
   if (seq > last) {
-    return Status::Corruption("the ledger ends at seq " + std::to_string(last) +
-                              " but was closed at seq " + std::to_string(seq) + " (" +
-                              std::string(kClosedHeadFile) + "): records seq " +
-                              std::to_string(last + 1) + ".." + std::to_string(seq) +
-                              " are missing — a damaged or truncated WAL or MANIFEST");
+    return Status::Corruption(
+        "the ledger ends at seq " + std::to_string(last) + " but reached seq " +
+        std::to_string(seq) + " (" + where + "): acknowledged records seq " +
+        std::to_string(last + 1) + ".." + std::to_string(seq) +
+        " are missing — a damaged or truncated WAL or MANIFEST");
   }
   ChainHash found = impl_->head_chain;
   if (seq < last) {
@@ -451,13 +627,18 @@ Status Ledger::CheckClosedHead(
         schema::GetEnvelope(next->data())->sequencing()->prev_chain().bytes();
     for (std::size_t i = 0; i < found.size(); ++i) found[i] = prev->Get(i);
   }
-  if (found != chain) {
+  if (found != mark->chain) {
     return Status::Corruption("the chain hash at seq " + std::to_string(seq) +
-                              " differs from the one recorded at the last clean close (" +
-                              std::string(kClosedHeadFile) + "): the history up to seq " +
-                              std::to_string(seq) + " is not the one that was closed");
+                              " differs from the one recorded in " + where +
+                              ": the history up to seq " + std::to_string(seq) +
+                              " is not the one that was acknowledged");
   }
   return Status::OK();
+}
+
+Result<JournaledHead> ReadHeadJournal(const std::string& dir, rocksdb::Env* env) {
+  if (env == nullptr) env = rocksdb::Env::Default();
+  return ReadHeadMarks(env, dir, Listing(env, dir));
 }
 
 Result<std::uint64_t> Ledger::Append(std::vector<std::string> envelopes) {
@@ -532,6 +713,11 @@ Result<std::uint64_t> Ledger::Append(std::vector<std::string> envelopes) {
     wo.sync = d.options.sync;
     ws = d.db->Write(wo, &batch);
   }
+  // The group is durable; its head goes to the head journal before anyone is told.
+  Status js;
+  if (ws.ok()) js = d.AppendJournal(seq, chain);
+  // The listener sees the group even if the journal failed: it is in the ledger, and
+  // the state must match the ledger (a revocation then takes effect, unacknowledged).
   if (ws.ok() && d.options.listener != nullptr) {
     std::size_t k = 0;
     for (Writer* g : group) {
@@ -555,6 +741,12 @@ Result<std::uint64_t> Ledger::Append(std::vector<std::string> envelopes) {
   } else {
     d.error = Status::IOError("ledger write failed, no further appends are accepted: " +
                               ws.ToString());
+  }
+  if (d.error.ok() && !js.ok()) {
+    d.error = Status::IOError(
+        "the ledger's head journal could not be written (the last group is in the "
+        "ledger but was not acknowledged); no further appends are accepted: " +
+        js.message());
   }
   for (Writer* g : group) {
     d.writers.pop_front();  // == g

@@ -12,7 +12,9 @@
 // ledger fills in at commit (writers leave Sequencing zero).
 //
 // Durability: Append returns only after the WriteBatch holding its events was written
-// with WriteOptions::sync = true. Concurrent Appends are group-committed: the first
+// with WriteOptions::sync = true, and the new head (seq, chain hash) was appended to
+// the head journal and synced (a file beside RocksDB's that every open checks the
+// ledger against, so a WAL cut short after a crash is refused, not accepted). Concurrent Appends are group-committed: the first
 // waiting caller (the leader) writes the events of every caller queued behind it in
 // one synced write. If a write fails, the ledger enters a sticky error state: every
 // later Append fails with the same error (nothing after a failed write is
@@ -49,6 +51,7 @@ namespace patledger::ledger {
 
 using ChainHash = std::array<std::uint8_t, 32>;
 
+
 // One verified record, valid only during the callback it is passed to.
 struct RecordView {
   std::uint64_t seq = 0;
@@ -74,7 +77,23 @@ struct Options {
   // RocksDB environment, e.g. a fault-injecting one in tests; nullptr = default.
   rocksdb::Env* env = nullptr;
   Listener* listener = nullptr;  // not owned; must outlive the Ledger
+  // Refuse to open a ledger that no longer reaches the last head in its head journal
+  // (docs/ledger-format.md). false only for a tool that reports it itself
+  // (forensics verify, with ReadHeadJournal).
+  bool check_head_journal = true;
 };
+
+// The last head the head journal of `dir` recorded (docs/ledger-format.md): every
+// acknowledged group's seq and chain hash, synced before it was acknowledged. `file`
+// names the journal it came from (or PATLEDGER-CLOSED-HEAD, an earlier build's mark).
+struct JournaledHead {
+  std::uint64_t seq = 0;
+  ChainHash chain{};
+  std::string file;
+};
+// kNotFound if `dir` has no journal; kCorruption naming the file if a journal has no
+// valid record. env: nullptr = the default.
+Result<JournaledHead> ReadHeadJournal(const std::string& dir, rocksdb::Env* env = nullptr);
 
 // How Scan treats a damaged record.
 struct ScanOptions {
@@ -131,9 +150,9 @@ class Ledger {
  private:
   struct Impl;
   explicit Ledger(std::unique_ptr<Impl> impl);
-  // Checks the closed-head mark left by the last clean close (ledger.cc), as read
-  // before the database was opened.
-  Status CheckClosedHead(const Result<std::pair<std::uint64_t, ChainHash>>& mark) const;
+  // Checks the last head recorded in the head journal (ledger.cc), as read before
+  // the database was opened: the ledger must still reach it.
+  Status CheckHeadMark(const Result<JournaledHead>& mark) const;
   static Result<std::unique_ptr<Ledger>> OpenOnce(const std::string& dir,
                                                   const Options& options);
   std::unique_ptr<Impl> impl_;

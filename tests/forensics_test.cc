@@ -1397,23 +1397,36 @@ BOOST_AUTO_TEST_CASE(truncated_wal_is_reported_at_the_first_lost_seq) {
   BOOST_TEST(r.First("wal", l + 2)->what.find("held seq " + std::to_string(l + 2)) !=
                  std::string::npos,
              ProblemsText(r));
+  BOOST_TEST((r.Seqs("journal") == std::set<std::uint64_t>{l + 2}), ProblemsText(r));
   r = RunVerify(mid, audited);
   BOOST_TEST((r.Seqs("expect") == std::set<std::uint64_t>{l + 2}), ProblemsText(r));
   BOOST_TEST(r.First("expect", l + 2)->what.starts_with("missing"));
 
-  // Cut exactly between two records: nothing in the directory tells, the audited head
-  // does.
+  // Cut exactly between two records: no torn record tells; the head journal does, and
+  // so does the audited head.
   TempDir clean;
   fs::copy(image.Sub("data"), clean.Sub("data"), fs::copy_options::recursive);
   Source boundary;
   boundary.data = clean.Sub("data");
   fs::resize_file(clean.Sub("data/ledger/") + wal.filename().string(), ends[2]);
   r = RunVerify(boundary);
-  BOOST_TEST(r.c.status.ok(), ProblemsText(r));
+  BOOST_TEST(r.c.status.IsCorruption(), ProblemsText(r));
   BOOST_TEST(r.report.head_seq == l + 2);
+  BOOST_TEST(r.Seqs("wal").empty(), ProblemsText(r));
+  BOOST_TEST((r.Seqs("journal") == std::set<std::uint64_t>{l + 3}), ProblemsText(r));
+  BOOST_TEST(r.First("journal", l + 3)->what.find("recorded seq " + std::to_string(l + 4)) !=
+                 std::string::npos,
+             ProblemsText(r));
   r = RunVerify(boundary, audited);
   BOOST_TEST(r.c.status.IsCorruption());
   BOOST_TEST((r.Seqs("expect") == std::set<std::uint64_t>{l + 3}), ProblemsText(r));
+  // Without the journal (moved aside), only the audited head tells.
+  for (const auto& e : fs::directory_iterator(clean.Sub("data/ledger"))) {
+    if (e.path().filename().string().starts_with("PATLEDGER-HEAD-")) fs::remove(e.path());
+  }
+  r = RunVerify(boundary);
+  BOOST_TEST(r.c.status.ok(), ProblemsText(r));
+  BOOST_TEST(r.report.head_seq == l + 2);
 
   // An audited chain that does not match (records changed since): reported at its seq.
   ExpectedHead wrong = audited;

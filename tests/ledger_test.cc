@@ -23,12 +23,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "ledger/damage.h"
 #include "ledger/format.h"
 #include "tests/test_util.h"
 
@@ -204,6 +206,20 @@ struct LedgerFixture {
     WithRaw([&](rocksdb::DB& db, auto*, auto* meta) {
       BOOST_REQUIRE(db.Put({}, meta, rocksdb::Slice(key.data(), key.size()), value).ok());
     });
+  }
+
+  // The head journals in the directory, sorted by name.
+  std::vector<std::string> HeadJournals() const {
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      const std::string n = e.path().filename().string();
+      if (StartsWith(n, "PATLEDGER-HEAD-")) names.push_back(n);
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+  void RemoveHeadJournals() {
+    for (const std::string& n : HeadJournals()) std::filesystem::remove(dir + "/" + n);
   }
 
   // Damage verbs. Each leaves the ledger closed; call Open() to look.
@@ -798,25 +814,25 @@ BOOST_AUTO_TEST_CASE(head_chain_in_meta_that_differs_from_the_log_is_reported) {
   const auto seq = fmt::EncodeSeq(4);
   head.replace(0, seq.size(), seq.data(), seq.size());
   RawPutMeta(fmt::kHeadKey, head);
-  // The closed-head mark written at the last clean close catches it at open...
+  // The head journal catches it at open...
   auto refused = Ledger::Open(dir, options);
   BOOST_REQUIRE(!refused.has_value());
   BOOST_TEST(refused.error().IsCorruption(), Why(refused));
   BOOST_TEST(refused.error().message().find("the chain hash at seq 4 differs") !=
                  std::string::npos,
              Why(refused));
-  BOOST_TEST(refused.error().message().find("PATLEDGER-CLOSED-HEAD") != std::string::npos,
+  BOOST_TEST(refused.error().message().find("PATLEDGER-HEAD-") != std::string::npos,
              Why(refused));
-  // ...and without the mark (a ledger never closed cleanly), the scan does.
-  std::filesystem::remove(dir + "/PATLEDGER-CLOSED-HEAD");
+  // ...and without it (moved aside), the scan does.
+  RemoveHeadJournals();
   Open();
   ScanResult r = ScanAll();
   BOOST_TEST(StartsWith(r.status.message(), "seq 4: chain(4) is "), r.status.ToString());
 }
 
-BOOST_AUTO_TEST_CASE(records_lost_below_the_closed_head_fail_open_naming_the_seqs) {
+BOOST_AUTO_TEST_CASE(records_lost_below_the_journaled_head_fail_open_naming_the_seqs) {
   AppendMany(6);
-  Close();  // the mark: closed at seq 6
+  Close();  // the head journal: seq 6
   RawDelete(6);
   RawDelete(5);
   // The head in meta cut back too, as a truncated WAL or MANIFEST leaves it.
@@ -827,12 +843,168 @@ BOOST_AUTO_TEST_CASE(records_lost_below_the_closed_head_fail_open_naming_the_seq
   auto opened = Ledger::Open(dir, options);
   BOOST_REQUIRE(!opened.has_value());
   BOOST_TEST(opened.error().IsCorruption(), Why(opened));
-  BOOST_TEST(opened.error().message().find("ends at seq 4 but was closed at seq 6") !=
+  BOOST_TEST(opened.error().message().find("ends at seq 4 but reached seq 6") !=
                  std::string::npos,
              Why(opened));
   BOOST_TEST(opened.error().message().find("records seq 5..6 are missing") !=
                  std::string::npos,
              Why(opened));
+}
+
+// The head journal's format, read here independently of ledger.cc
+// (docs/ledger-format.md): 64-byte records "PLHEAD01", seq LE, chain, 8 zero bytes,
+// XXH3-64 of the 56 bytes before it LE.
+BOOST_AUTO_TEST_CASE(every_append_is_in_the_head_journal_when_it_returns) {
+  AppendMany(3);
+  const std::vector<std::string> journals = HeadJournals();
+  BOOST_REQUIRE(journals.size() == 1u);
+  BOOST_TEST(journals[0] == "PATLEDGER-HEAD-000001");
+  std::ifstream in(dir + "/" + journals[0], std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)),
+                          std::istreambuf_iterator<char>());
+  BOOST_REQUIRE(bytes.size() == 4u * 64);  // the head at open (seq 0), then 3 appends
+  for (std::uint64_t i = 0; i < 4; ++i) {
+    const std::string r = bytes.substr(i * 64, 64);
+    BOOST_TEST(r.substr(0, 8) == "PLHEAD01");
+    std::uint64_t seq = 0, check = 0;
+    for (int b = 7; b >= 0; --b) {
+      seq = (seq << 8) | static_cast<std::uint8_t>(r[8 + b]);
+      check = (check << 8) | static_cast<std::uint8_t>(r[56 + b]);
+    }
+    BOOST_TEST(seq == i);
+    BOOST_TEST(check == XXH3_64bits(r.data(), 56));
+    BOOST_TEST(r.substr(48, 8) == std::string(8, '\0'));
+  }
+  BOOST_TEST(bytes.substr(3 * 64 + 16, 32) == ChainString(ledger->head_chain()));
+}
+
+// F1 (docs/RELIABILITY.md): after a crash, the events since the last clean close are
+// only in the live WAL; a WAL cut short there looks like a torn tail, which RocksDB's
+// recovery drops without an error. The head journal makes that a refusal.
+BOOST_AUTO_TEST_CASE(a_live_wal_cut_short_after_a_crash_fails_open_naming_the_seqs) {
+  AppendMany(5);
+  // A crash image: a copy of the directory while the ledger is open.
+  const std::string crashed = tmp.path() + "/crashed";
+  BOOST_REQUIRE(!CopyTreeOfLiveLedger(dir, crashed));
+  Close();
+  std::string wal;
+  for (const auto& e : std::filesystem::directory_iterator(crashed)) {
+    const std::string n = e.path().filename().string();
+    if (n.ends_with(".log") && e.file_size() > 0) wal = e.path().string();
+  }
+  BOOST_REQUIRE(!wal.empty());
+  std::filesystem::resize_file(wal, std::filesystem::file_size(wal) - 20);  // torn
+  auto refused = Ledger::Open(crashed, options);
+  BOOST_REQUIRE(!refused.has_value());
+  BOOST_TEST(refused.error().IsCorruption(), Why(refused));
+  BOOST_TEST(refused.error().message().find("ends at seq 4 but reached seq 5") !=
+                 std::string::npos,
+             Why(refused));
+  BOOST_TEST(refused.error().message().find("PATLEDGER-HEAD-000001") != std::string::npos,
+             Why(refused));
+  // The control: without the journal RocksDB opens it, one acknowledged record short.
+  for (const auto& e : std::filesystem::directory_iterator(crashed)) {
+    if (StartsWith(e.path().filename().string(), "PATLEDGER-HEAD-"))
+      std::filesystem::remove(e.path());
+  }
+  auto accepted = Ledger::Open(crashed, options);
+  BOOST_REQUIRE_MESSAGE(accepted.has_value(), Why(accepted));
+  BOOST_TEST((*accepted)->last_seq() == 4u);
+}
+
+// F2 (docs/RELIABILITY.md): RocksDB refuses a flipped bit in the live WAL with a bare
+// "checksum mismatch"; the ledger then walks the WAL itself and names the file and the
+// offset of the damaged record.
+BOOST_AUTO_TEST_CASE(a_damaged_live_wal_is_refused_naming_the_file_and_offset) {
+  AppendMany(5);
+  const std::string crashed = tmp.path() + "/crashed";
+  BOOST_REQUIRE(!CopyTreeOfLiveLedger(dir, crashed));
+  Close();
+  std::string wal_path;
+  for (const auto& e : std::filesystem::directory_iterator(crashed)) {
+    if (e.path().extension() == ".log" && e.file_size() > 0) wal_path = e.path().string();
+  }
+  BOOST_REQUIRE(!wal_path.empty());
+  std::string wal;
+  {
+    std::ifstream in(wal_path, std::ios::binary);
+    wal.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  // The walk accepts RocksDB's own WAL...
+  BOOST_TEST(!internal::FirstBadWalRecord(wal).has_value(),
+             internal::FirstBadWalRecord(wal).value_or(""));
+  // ...and finds a flipped payload byte, and a cut.
+  std::string flipped = wal;
+  flipped[wal.size() / 3] ^= 0x10;
+  const auto bad = internal::FirstBadWalRecord(flipped);
+  BOOST_REQUIRE(bad.has_value());
+  BOOST_TEST(bad->find("checksum mismatch") != std::string::npos, *bad);
+  const auto cut = internal::FirstBadWalRecord(std::string_view(wal).substr(0, wal.size() - 3));
+  BOOST_REQUIRE(cut.has_value());
+  BOOST_TEST(cut->find("cut short") != std::string::npos, *cut);
+
+  {
+    std::ofstream out(wal_path, std::ios::binary | std::ios::trunc);
+    out << flipped;
+  }
+  auto refused = Ledger::Open(crashed, options);
+  BOOST_REQUIRE(!refused.has_value());
+  BOOST_TEST(refused.error().IsCorruption(), Why(refused));
+  const std::string name = std::filesystem::path(wal_path).filename().string();
+  BOOST_TEST(refused.error().message().find("damaged: " + name + ": record at offset ") !=
+                 std::string::npos,
+             Why(refused));
+}
+
+BOOST_AUTO_TEST_CASE(crc32c_matches_the_standard_check_value) {
+  BOOST_TEST(internal::Crc32c(0, "123456789") == 0xe3069283u);
+  BOOST_TEST(internal::Crc32c(internal::Crc32c(0, "1234"), "56789") == 0xe3069283u);
+}
+
+BOOST_AUTO_TEST_CASE(a_torn_journal_tail_is_ignored_and_a_journal_of_garbage_refused) {
+  AppendMany(2);
+  Close();
+  const std::string journal = dir + "/" + HeadJournals().at(0);
+  {
+    std::ofstream out(journal, std::ios::binary | std::ios::app);
+    out << "PLHEAD01 torn in the middle";  // a crash during an append
+  }
+  Open();
+  BOOST_TEST(ledger->last_seq() == 2u);
+  Close();
+  {  // every byte garbage: damage, not a torn write
+    std::ofstream out(dir + "/" + HeadJournals().back(), std::ios::binary);
+    out << std::string(128, 'x');
+  }
+  auto refused = Ledger::Open(dir, options);
+  BOOST_REQUIRE(!refused.has_value());
+  BOOST_TEST(refused.error().IsCorruption(), Why(refused));
+  BOOST_TEST(refused.error().message().find(HeadJournals().back() + " is damaged") !=
+                 std::string::npos,
+             Why(refused));
+  {  // all zeros: a creation torn by a crash, ignored (no check)
+    std::ofstream out(dir + "/" + HeadJournals().back(), std::ios::binary);
+    out << std::string(128, '\0');
+  }
+  Open();
+  BOOST_TEST(ledger->last_seq() == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(each_writable_open_starts_a_new_journal_and_deletes_the_old) {
+  AppendMany(2);
+  Reopen();
+  Reopen();
+  const std::vector<std::string> journals = HeadJournals();
+  BOOST_REQUIRE(journals.size() == 1u);
+  BOOST_TEST(journals[0] == "PATLEDGER-HEAD-000003");
+  BOOST_TEST(std::filesystem::file_size(dir + "/" + journals[0]) == 64u);
+  // A read-only open reads it and writes nothing.
+  Close();
+  Options ro = options;
+  ro.read_only = true;
+  auto reader = Ledger::Open(dir, ro);
+  BOOST_REQUIRE_MESSAGE(reader.has_value(), Why(reader));
+  BOOST_TEST(HeadJournals() == journals, boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_CASE(missing_last_record_fails_open_naming_both_seqs) {

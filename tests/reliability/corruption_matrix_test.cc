@@ -119,13 +119,15 @@ void Apply(const std::string& path, const Damage& d) {
   f.write(bytes.data(), static_cast<std::streamsize>(len));
 }
 
-// "WAL", "SST", "MANIFEST", "CURRENT", "OPTIONS" (or "other").
+// "WAL", "SST", "MANIFEST", "CURRENT", "OPTIONS", "HEAD" (the head journal), or
+// "other".
 std::string KindOf(const std::string& name) {
   if (name.ends_with(".log")) return "WAL";
   if (name.ends_with(".sst")) return "SST";
   if (name.starts_with("MANIFEST-")) return "MANIFEST";
   if (name == "CURRENT") return "CURRENT";
   if (name.starts_with("OPTIONS-")) return "OPTIONS";
+  if (name.starts_with("PATLEDGER-HEAD-")) return "HEAD";
   return "other";
 }
 
@@ -393,7 +395,7 @@ BOOST_AUTO_TEST_SUITE(corruption_matrix)
 BOOST_AUTO_TEST_CASE(
     damaged_sst_manifest_current_and_options_are_refused_or_harmless_never_silent) {
   const Matrix& m = TheMatrix();
-  for (const std::string kind : {"SST", "MANIFEST", "CURRENT", "OPTIONS"}) {
+  for (const std::string kind : {"SST", "MANIFEST", "CURRENT", "OPTIONS", "HEAD"}) {
     BOOST_TEST_CONTEXT(kind) {
       BOOST_TEST(m.Count(kind, Outcome::kSilent) == 0, Lines(m.silent));
       BOOST_TEST(m.Count(kind, Outcome::kDetected) + m.Count(kind, Outcome::kHarmless) +
@@ -417,14 +419,12 @@ BOOST_AUTO_TEST_CASE(a_stopped_ledger_keeps_nothing_only_in_its_wal) {
   BOOST_TEST(m.Count("SST", Outcome::kDetected, "stopped") > 0);
 }
 
-// OPEN FINDING (docs/RELIABILITY.md, F1), after a crash: damage to the live WAL of a
-// crash image that looks like a torn tail — a truncation, or a zeroed page — is
-// accepted by RocksDB's kTolerateCorruptedTailRecords recovery, and the ledger opens
-// without an error with its acknowledged tail missing (a revocation in it is undone;
-// the next append reuses the lost seqs). expected_failures keeps CI green while it is
-// open: remove it when the ledger detects this, and the case must then pass.
-BOOST_AUTO_TEST_CASE(damaged_live_wal_after_a_crash_is_refused_or_harmless_never_silent,
-                     *boost::unit_test::expected_failures(1)) {
+// F1 (docs/RELIABILITY.md), after a crash: damage to the live WAL of a crash image
+// that looks like a torn tail — a truncation, or a zeroed page — is accepted by
+// RocksDB's kTolerateCorruptedTailRecords recovery; the head journal, synced before
+// each group is acknowledged, makes the open refuse it naming the missing seqs
+// (before it, the ledger opened with its acknowledged tail missing).
+BOOST_AUTO_TEST_CASE(damaged_live_wal_after_a_crash_is_refused_or_harmless_never_silent) {
   const Matrix* built = MatrixOrFail();
   if (built == nullptr) return;
   const Matrix& m = *built;
@@ -436,12 +436,11 @@ BOOST_AUTO_TEST_CASE(damaged_live_wal_after_a_crash_is_refused_or_harmless_never
                  << " silent differences:" << Lines(m.silent));
 }
 
-// OPEN FINDING (docs/RELIABILITY.md, F2): a checksum error in the WAL is reported as
-// "Corruption: checksum mismatch" with the ledger directory only, and some SST damage
-// is blamed on the MANIFEST ("properties unsorted in file .../MANIFEST-..."). The
-// damage is refused (never accepted), but the error does not say which file or seq.
-BOOST_AUTO_TEST_CASE(every_refusal_names_the_damaged_file_or_seq,
-                     *boost::unit_test::expected_failures(1)) {
+// F2 (docs/RELIABILITY.md): RocksDB reports a checksum error in the WAL as a bare
+// "Corruption: checksum mismatch", and some SST damage against the MANIFEST; after a
+// refusal the ledger checks every SST and WAL itself and names the damaged one (or,
+// if they all check out, the MANIFEST).
+BOOST_AUTO_TEST_CASE(every_refusal_names_the_damaged_file_or_seq) {
   const Matrix* built = MatrixOrFail();
   if (built == nullptr) return;
   const Matrix& m = *built;

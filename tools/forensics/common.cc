@@ -49,7 +49,8 @@ std::vector<std::string> FileNames(const std::string& dir) {
   return names;
 }
 
-Result<std::unique_ptr<ledger::Ledger>> OpenLedgerDir(const std::string& dir) {
+Result<std::unique_ptr<ledger::Ledger>> OpenLedgerDir(const std::string& dir,
+                                                      bool check_head_journal) {
   // RocksDB's read-only open reads the MANIFEST, then lists and replays the WAL files.
   // Beside a running writer, a flush or compaction that finishes in between makes it
   // fail ("No such file or directory", reported as IOError or Corruption), or worse,
@@ -59,6 +60,7 @@ Result<std::unique_ptr<ledger::Ledger>> OpenLedgerDir(const std::string& dir) {
   // view is stable.
   ledger::Options o;
   o.read_only = true;
+  o.check_head_journal = check_head_journal;
   Result<std::unique_ptr<ledger::Ledger>> opened = Err(Status::Internal("not tried"));
   for (int attempt = 0; attempt < 8; ++attempt) {
     const std::vector<std::string> before = FileNames(dir);

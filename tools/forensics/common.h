@@ -41,7 +41,9 @@ std::vector<std::string> FileNames(const std::string& dir);
 // Opens the ledger read-only (no lock, no write). Beside a running writer, retries
 // until the directory did not change during the open (see common.cc).
 Result<std::unique_ptr<ledger::Ledger>> OpenLedger(const Source& source);
-Result<std::unique_ptr<ledger::Ledger>> OpenLedgerDir(const std::string& dir);
+// check_head_journal: false only for verify, which reports the journal itself.
+Result<std::unique_ptr<ledger::Ledger>> OpenLedgerDir(const std::string& dir,
+                                                      bool check_head_journal = true);
 
 // A visitor returns StopScan() to end a Scan early; IsStopScan tells it from errors.
 Status StopScan();

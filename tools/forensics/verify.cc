@@ -257,7 +257,11 @@ Status Verify(const VerifyOptions& options, const Io& io, VerifyReport* report_o
   Reporter problems(io, options.json, &report);
   const std::string dir = internal::LedgerDir(options.source);
 
-  auto opened = internal::OpenLedger(options.source);
+  // The head journal is read before the ledger (as Ledger::Open does: a writer beside
+  // this open only appends heads after what the open sees) and checked below, as a
+  // problem of its own instead of a refusal to open.
+  const auto journal = ledger::ReadHeadJournal(dir);
+  auto opened = internal::OpenLedgerDir(dir, /*check_head_journal=*/false);
   if (!opened) {
     const Status& s = opened.error();
     if (!s.IsCorruption()) return s;  // not found, I/O, unsupported version: not damage
@@ -280,7 +284,7 @@ Status Verify(const VerifyOptions& options, const Io& io, VerifyReport* report_o
   Consistency model;
   replay::State state;
   bool state_in_sync = true;
-  std::optional<ChainHash> chain_at_expected;
+  std::optional<ChainHash> chain_at_expected, chain_at_journal;
   Progress progress(io.err, io.progress, "verify", report.head_seq);
   bool first = true;
 
@@ -300,6 +304,7 @@ Status Verify(const VerifyOptions& options, const Io& io, VerifyReport* report_o
     first = false;
     report.last_at_us = std::max(report.last_at_us, env.recorded_at_us());
     if (options.expect && r.seq == options.expect->seq) chain_at_expected = r.chain;
+    if (journal && r.seq == journal->seq) chain_at_journal = r.chain;
 
     bool reported = false;
     for (std::string& what : model.Check(r)) {
@@ -355,6 +360,26 @@ Status Verify(const VerifyOptions& options, const Io& io, VerifyReport* report_o
                      "wal", what);
       }
     }
+  }
+
+  // What the head journal says was acknowledged (docs/ledger-format.md).
+  if (!journal && journal.error().code() != Status::Code::kNotFound) {
+    problems.Add(0, "journal", journal.error().message());
+  } else if (journal && journal->seq > report.head_seq) {
+    problems.Add(report.head_seq + 1, "journal",
+                 "missing: the log ends at seq " + std::to_string(report.head_seq) +
+                     " but " + journal->file + " recorded seq " +
+                     std::to_string(journal->seq) + " as acknowledged (records " +
+                     std::to_string(report.head_seq + 1) + ".." +
+                     std::to_string(journal->seq) +
+                     " are gone: a truncated WAL or MANIFEST)");
+  } else if (journal && journal->seq > 0 && chain_at_journal &&
+             *chain_at_journal != journal->chain) {
+    problems.Add(journal->seq, "journal",
+                 "chain(" + std::to_string(journal->seq) + ") is " +
+                     Hex(*chain_at_journal) + " but " + journal->file + " recorded " +
+                     Hex(journal->chain) + ": records 1.." +
+                     std::to_string(journal->seq) + " are not the ones acknowledged");
   }
 
   if (options.expect) {
