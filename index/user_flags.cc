@@ -23,7 +23,7 @@ std::uint32_t UserFlags::Get(std::uint64_t user_id) const {
 }
 
 bool UserFlags::Set(std::uint64_t user_id, std::uint32_t flags) {
-  if (user_id == 0 || user_id > kMaxUserId) return false;
+  if (user_id == 0 || user_id > kMaxUserId || (flags & ~kAllFlags) != 0) return false;
   std::atomic<Chunk*>& entry = directory_[user_id / kUsersPerChunk];
   Chunk* chunk = entry.load(std::memory_order_relaxed);  // relaxed: writer-owned
   if (chunk == nullptr) {
@@ -33,7 +33,8 @@ bool UserFlags::Set(std::uint64_t user_id, std::uint32_t flags) {
     ++chunks_allocated_;
   }
   // seq_cst: globally visible before Set returns (invariant 2).
-  chunk->flags[user_id % kUsersPerChunk].store(flags, std::memory_order_seq_cst);
+  chunk->flags[user_id % kUsersPerChunk].store(static_cast<std::uint8_t>(flags),
+                                               std::memory_order_seq_cst);
   return true;
 }
 

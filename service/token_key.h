@@ -17,7 +17,9 @@
 //
 // Digest() is HMAC-SHA256 (RFC 2104) computed from SHA-256 states precomputed once
 // (RFC 2104 section 4): the states after absorbing key XOR ipad and key XOR opad.
-// Each Digest() copies them and does two finalizations: no allocation, no lock.
+// Each Digest() starts from them and does two compressions (a message of at most 55
+// bytes, every token, on a CPU with SHA-NI: service/hmac_sha256_x86.h) or two
+// OpenSSL finalizations (longer messages, other CPUs): no allocation, no lock.
 // Those states are as secret as the key; they are the only form in which TokenKey
 // keeps it, and they are wiped (OPENSSL_cleanse) when the TokenKey is destroyed.
 //

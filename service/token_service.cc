@@ -1,5 +1,7 @@
 #include "service/token_service.h"
 
+#include <algorithm>
+#include <array>
 #include <charconv>
 #include <filesystem>
 #include <utility>
@@ -232,17 +234,60 @@ Result<std::unique_ptr<TokenService>> TokenService::Open(const ServiceOptions& o
 
 AuthResult TokenService::Authenticate(std::string_view token, std::int64_t now_us,
                                       ScopeSet required) const {
-  AuthResult r;
   if (CheckTokenShape(token, prefix_) != TokenShape::kOk) {
+    AuthResult r;
     r.verdict = AuthVerdict::kMalformed;
     return r;
   }
   const index::TokenDigest digest = key_.Digest(token);
   index::TokenEntry entry;
   if (!state_->token_index().Lookup(digest, &entry)) {
+    AuthResult r;
     r.verdict = AuthVerdict::kUnknown;
     return r;
   }
+  return Judge(entry, now_us, required);
+}
+
+void TokenService::AuthenticateBatch(std::span<const std::string_view> tokens,
+                                     std::int64_t now_us, ScopeSet required,
+                                     std::span<AuthResult> results) const {
+  const index::TokenIndex& index = state_->token_index();
+  for (std::size_t base = 0; base < tokens.size(); base += kAuthBatch) {
+    const std::size_t n = std::min(kAuthBatch, tokens.size() - base);
+    // Pass 1: shape and digest of the whole group; no access to the index.
+    std::array<index::TokenDigest, kAuthBatch> digests;
+    std::array<bool, kAuthBatch> well_formed;
+    for (std::size_t i = 0; i < n; ++i) {
+      well_formed[i] = CheckTokenShape(tokens[base + i], prefix_) == TokenShape::kOk;
+      if (well_formed[i]) digests[i] = key_.Digest(tokens[base + i]);
+    }
+    // Pass 2: prefetch every home slot back to back, so the group's misses overlap.
+    // (Prefetching each slot as soon as its digest was ready, inside pass 1, measured
+    // ~1.6x slower at 10M tokens: the misses then interleave with the SHA-NI work.)
+    for (std::size_t i = 0; i < n; ++i) {
+      if (well_formed[i]) index.Prefetch(digests[i]);
+    }
+    // Pass 3: the lookups (mostly cache hits by now) and the verdicts, as Authenticate.
+    for (std::size_t i = 0; i < n; ++i) {
+      AuthResult& r = results[base + i];
+      index::TokenEntry entry;
+      if (!well_formed[i]) {
+        r = AuthResult{};
+        r.verdict = AuthVerdict::kMalformed;
+      } else if (!index.Lookup(digests[i], &entry)) {
+        r = AuthResult{};
+        r.verdict = AuthVerdict::kUnknown;
+      } else {
+        r = Judge(entry, now_us, required);
+      }
+    }
+  }
+}
+
+AuthResult TokenService::Judge(const index::TokenEntry& entry, std::int64_t now_us,
+                               ScopeSet required) const {
+  AuthResult r;
   r.user_id = entry.user_id;
   r.token_id = entry.token_id;
   const std::uint32_t flags = state_->user_flags().Get(entry.user_id);

@@ -23,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -125,6 +126,15 @@ class TokenService {
   // `now_us`), owner state and scope. Lock-free; never reads the ledger.
   AuthResult Authenticate(std::string_view token, std::int64_t now_us,
                           ScopeSet required = 0) const;
+  // results[i] = Authenticate(tokens[i], now_us, required) for every i, the same
+  // verdicts, with the index accesses of up to kAuthBatch tokens overlapped: every
+  // token of a group is checked and digested, then every index slot of the group is
+  // prefetched, then looked up, so the group waits for main memory about once instead
+  // of once per token. For callers that hold several requests at once (docs/PERFORMANCE.md
+  // section 2). REQUIRES: results.size() >= tokens.size().
+  static constexpr std::size_t kAuthBatch = 16;
+  void AuthenticateBatch(std::span<const std::string_view> tokens, std::int64_t now_us,
+                         ScopeSet required, std::span<AuthResult> results) const;
 
   // Users.
   Result<replay::UserRecord> RegisterUser(const Actor& actor, std::string_view username,
@@ -159,6 +169,9 @@ class TokenService {
 
  private:
   TokenService(const ServiceOptions& options, TokenKey key);
+  // The verdict for a token the index knows (everything after the lookup).
+  AuthResult Judge(const index::TokenEntry& entry, std::int64_t now_us,
+                   ScopeSet required) const;
   Status CheckExpiry(std::optional<std::int32_t>* expires_day) const;
   schema::EventContext Context(const Actor& actor) const;
   Result<TokenInfo> Describe(const replay::TokenMeta& meta) const;

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <thread>
 
 #include "ledger/ledger.h"
@@ -278,6 +279,64 @@ BOOST_AUTO_TEST_CASE(well_formed_token_that_was_never_issued_is_unknown) {
   auto fake = GenerateToken("glpat-");
   BOOST_TEST_REQUIRE(fake.has_value());
   BOOST_TEST(Auth(*fake) == AuthVerdict::kUnknown);
+}
+
+BOOST_AUTO_TEST_CASE(batch_gives_every_token_exactly_the_verdict_authenticate_gives) {
+  // Every verdict, in groups of kAuthBatch and a partial last group, at two instants
+  // and for several required scope sets.
+  const auto admin = AddUser("kate", /*admin=*/true);
+  const auto blocked = AddUser("leo");
+  const auto plain = AddUser("mia");
+  std::vector<std::string> tokens = {root_token_};
+  tokens.push_back(Create(admin, "sudo,read_user").secret);
+  tokens.push_back(Create(plain, "read_api").secret);
+  const auto demoted = AddUser("nia", /*admin=*/true);
+  tokens.push_back(Create(demoted, "sudo").secret);  // then the owner is no admin
+  tokens.push_back(Create(plain, "api", Today() + 1).secret);  // expires tomorrow
+  tokens.push_back(Create(blocked, "api").secret);
+  const auto revoked = Create(plain, "api");
+  tokens.push_back(revoked.secret);
+  BOOST_TEST_REQUIRE(
+      service_->RevokeToken(Actor{}, revoked.info.meta.id, schema::RevokeReason::ByOwner).ok());
+  BOOST_TEST_REQUIRE(service_->BlockUser(Actor{}, blocked).ok());
+  BOOST_TEST_REQUIRE(service_->SetAdmin(Actor{}, demoted, false).ok());
+  tokens.push_back(GenerateToken("glpat-").value());  // unknown
+  std::string bad = tokens[1];
+  bad.back() = bad.back() == 'a' ? 'b' : 'a';
+  tokens.push_back(bad);  // malformed
+  tokens.push_back("");
+  const std::size_t kinds = tokens.size();
+  for (std::size_t i = 0; tokens.size() < 2 * TokenService::kAuthBatch + 5; ++i) {
+    tokens.push_back(tokens[i % kinds]);
+  }
+  const std::vector<std::string_view> views(tokens.begin(), tokens.end());
+  for (const std::int64_t now : {clock_.NowMicros(), clock_.NowMicros() + 2 * kMicrosPerDay}) {
+    for (const ScopeSet required : {ScopeSet{0}, Scopes("api"), Scopes("read_user"),
+                                    Scopes("sudo"), Scopes("read_api,sudo")}) {
+      std::vector<AuthResult> batch(views.size());
+      service_->AuthenticateBatch(views, now, required, batch);
+      for (std::size_t i = 0; i < views.size(); ++i) {
+        const AuthResult one = service_->Authenticate(views[i], now, required);
+        BOOST_TEST_CONTEXT("token " << i << " (kind " << i % kinds << "), required "
+                                    << required << ", now " << now) {
+          BOOST_TEST((batch[i].verdict == one.verdict));
+          BOOST_TEST(batch[i].user_id == one.user_id);
+          BOOST_TEST(batch[i].token_id == one.token_id);
+          BOOST_TEST(batch[i].scopes == one.scopes);
+          BOOST_TEST(batch[i].missing == one.missing);
+        }
+      }
+    }
+  }
+  // The mix really covers every verdict.
+  std::set<AuthVerdict> seen;
+  for (std::string_view t : views) {
+    for (const ScopeSet required : {ScopeSet{0}, Scopes("sudo")}) {
+      seen.insert(service_->Authenticate(t, clock_.NowMicros() + 2 * kMicrosPerDay, required)
+                      .verdict);
+    }
+  }
+  BOOST_TEST(seen.size() == 7u);
 }
 
 BOOST_AUTO_TEST_CASE(rotation_is_one_transaction_and_links_old_to_new) {
