@@ -7,7 +7,10 @@
 // queued behind it (whole transactions, up to kMaxGroupRecords/kMaxGroupBytes),
 // releases the mutex, patches and chains their envelopes, writes one WriteBatch
 // (the events plus the new head in "meta"), calls the listener, and then, under the
-// mutex again, publishes the new head, completes the group and wakes the next leader.
+// mutex again, publishes the new head and wakes the next leader. Second stage, while
+// the next group writes: the leader makes the head journal durably reach its head
+// (JournalAtLeast: one append+sync covers every group published so far), and only
+// then completes its group.
 //
 // Invariants (mu guards everything below it in Impl):
 //   1. Only the leader (the front writer) reads or writes the envelopes of queued
@@ -298,10 +301,14 @@ struct Ledger::Impl {
   }
   // Starts head journal number `number` holding head {seq, chain}, synced and its
   // name made durable, then deletes the journals before it (and the closed-head mark
-  // of an earlier build). Only the leader, or Open before any Append, calls it.
+  // of an earlier build). Open calls it, and AppendJournal under journal_mu.
   Status StartJournal(std::uint64_t number, std::uint64_t seq, const ChainHash& chain);
+  // Returns once the journal durably holds a head at or after `seq` (appending the
+  // newest published head if it does not yet): the second stage of a group commit.
+  // Any leader calls it, without mu; journal_mu orders the journal's writers.
+  Status JournalAtLeast(std::uint64_t seq);
   // Appends head {seq, chain} to the journal (synced unless options.sync is false),
-  // replacing a full journal by a new one. Only the leader calls it.
+  // replacing a full journal by a new one. REQUIRES journal_mu.
   Status AppendJournal(std::uint64_t seq, const ChainHash& chain);
 
   rocksdb::ColumnFamilyHandle* events() const { return handles[kEventsCf]; }
@@ -326,12 +333,39 @@ struct Ledger::Impl {
   std::int64_t last_recorded_at_us = INT64_MIN;
   Status error;  // sticky
 
-  // The head journal being appended to (writable ledgers only); used only by the
-  // leader, so not guarded by mu.
+  // Guarded by mu: the highest seq the journal holds durably, and its sticky error.
+  std::uint64_t journaled_seq = 0;
+  Status journal_error;
+
+  // The head journal being appended to (writable ledgers only), guarded by
+  // journal_mu (taken before mu, never after it).
+  std::mutex journal_mu;
   std::unique_ptr<rocksdb::WritableFile> journal;
   std::uint64_t journal_number = 0;
   std::uint64_t journal_bytes = 0;
 };
+
+Status Ledger::Impl::JournalAtLeast(std::uint64_t seq) {
+  std::lock_guard journal_lock(journal_mu);
+  std::uint64_t target = 0;
+  ChainHash target_chain{};
+  {
+    std::lock_guard lock(mu);
+    if (journaled_seq >= seq) return Status::OK();  // a later group's append covered it
+    if (!journal_error.ok()) return journal_error;
+    // The newest head published (durable in the WAL): it covers every group waiting.
+    target = last_seq;
+    target_chain = head_chain;
+  }
+  const Status s = AppendJournal(target, target_chain);
+  std::lock_guard lock(mu);
+  if (s.ok()) {
+    journaled_seq = std::max(journaled_seq, target);
+  } else {
+    journal_error = s;
+  }
+  return s;
+}
 
 Status Ledger::Impl::StartJournal(std::uint64_t number, std::uint64_t seq,
                                   const ChainHash& chain) {
@@ -351,6 +385,10 @@ Status Ledger::Impl::StartJournal(std::uint64_t number, std::uint64_t seq,
   journal = std::move(file);
   journal_number = number;
   journal_bytes = record.size();
+  {
+    std::lock_guard lock(mu);
+    journaled_seq = std::max(journaled_seq, seq);
+  }
   // The older journals hold older heads only: losing them loses nothing, so their
   // deletion need not be durable, and a failure to delete them is harmless.
   std::vector<std::string> names;
@@ -664,13 +702,24 @@ Result<std::uint64_t> Ledger::Append(std::vector<std::string> envelopes) {
   std::unique_lock lock(d.mu);
   if (!d.error.ok()) return Err(d.error);
   d.writers.push_back(&w);
-  w.cv.wait(lock, [&] { return w.done || d.writers.front() == &w; });
+  w.cv.wait(lock,
+            [&] { return w.done || (!d.writers.empty() && d.writers.front() == &w); });
   if (w.done) {
     if (!w.status.ok()) return Err(w.status);
     return w.first_seq;
   }
 
-  // This thread leads a group.
+  // This thread leads a group, unless the journal failed since it queued (sticky).
+  if (!d.error.ok()) {
+    for (Writer* q : d.writers) {
+      if (q == &w) continue;
+      q->status = d.error;
+      q->done = true;
+      q->cv.notify_one();  // under mu
+    }
+    d.writers.clear();
+    return Err(d.error);
+  }
   const std::vector<Writer*> group = d.TakeGroup();
   std::uint64_t seq = d.last_seq;
   ChainHash chain = d.head_chain;
@@ -713,11 +762,8 @@ Result<std::uint64_t> Ledger::Append(std::vector<std::string> envelopes) {
     wo.sync = d.options.sync;
     ws = d.db->Write(wo, &batch);
   }
-  // The group is durable; its head goes to the head journal before anyone is told.
-  Status js;
-  if (ws.ok()) js = d.AppendJournal(seq, chain);
-  // The listener sees the group even if the journal failed: it is in the ledger, and
-  // the state must match the ledger (a revocation then takes effect, unacknowledged).
+  // The group is durable in the WAL. The listener sees it now: the state must match
+  // the ledger (even if the head journal fails below, the group stays in the ledger).
   if (ws.ok() && d.options.listener != nullptr) {
     std::size_t k = 0;
     for (Writer* g : group) {
@@ -742,29 +788,42 @@ Result<std::uint64_t> Ledger::Append(std::vector<std::string> envelopes) {
     d.error = Status::IOError("ledger write failed, no further appends are accepted: " +
                               ws.ToString());
   }
-  if (d.error.ok() && !js.ok()) {
+  std::vector<Writer*> followers;
+  for (Writer* g : group) {
+    d.writers.pop_front();  // == g
+    if (g != &w) followers.push_back(g);
+  }
+  if (!ws.ok()) {
+    for (Writer* g : followers) d.writers.push_front(g);  // fail them with the rest
+    for (Writer* q : d.writers) {
+      q->status = d.error;
+      q->done = true;
+      q->cv.notify_one();  // under mu: q cannot return (and destroy cv) before we unlock
+    }
+    d.writers.clear();
+    return Err(d.error);
+  }
+  // The next group may start its WAL write while this one waits for the journal.
+  if (!d.writers.empty()) d.writers.front()->cv.notify_one();
+  lock.unlock();
+
+  // No one in the group is told before the head journal holds its head (or a later
+  // one), synced.
+  const Status js = d.JournalAtLeast(seq);
+  lock.lock();
+  if (!js.ok() && d.error.ok()) {
     d.error = Status::IOError(
         "the ledger's head journal could not be written (the last group is in the "
         "ledger but was not acknowledged); no further appends are accepted: " +
         js.message());
   }
-  for (Writer* g : group) {
-    d.writers.pop_front();  // == g
-    if (g == &w) continue;
-    g->status = d.error;
+  const Status result = js.ok() ? Status::OK() : d.error;
+  for (Writer* g : followers) {
+    g->status = result;
     g->done = true;
-    g->cv.notify_one();  // under mu: g cannot return (and destroy cv) before we unlock
+    g->cv.notify_one();  // under mu
   }
-  if (!d.error.ok()) {
-    for (Writer* q : d.writers) {
-      q->status = d.error;
-      q->done = true;
-      q->cv.notify_one();
-    }
-    d.writers.clear();
-    return Err(d.error);
-  }
-  if (!d.writers.empty()) d.writers.front()->cv.notify_one();
+  if (!result.ok()) return Err(result);
   return w.first_seq;
 }
 
