@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <mutex>
+#include <new>
 #include <utility>
 
 namespace patledger::replay {
@@ -381,6 +382,7 @@ Status Replay(const ledger::Ledger& ledger, State* state, const ReplayLimit& lim
   bool reached_time = false;
   ledger::ScanOptions options;
   options.to_seq = limit.to_seq;
+  state->ReserveForRecords(std::min(ledger.last_seq(), limit.to_seq));
   // The ledger reads and verifies on this thread while `state` applies on its second
   // thread (Ledger::ScanBatches); `count` and `reached_time` are that thread's, read
   // here after ScanBatches returned.
@@ -400,6 +402,18 @@ Status Replay(const ledger::Ledger& ledger, State* state, const ReplayLimit& lim
   if (applied) *applied = count;
   if (s.ok()) state->Compact();
   return s;
+}
+
+void State::ReserveForRecords(std::uint64_t records) {
+  // A damaged head could claim any count; beyond this a reservation helps no one.
+  constexpr std::uint64_t kMaxReserve = std::uint64_t{1} << 26;  // 3.8 GB of address space
+  std::unique_lock lock(mu_);
+  if (records > kMaxReserve || records + 1 <= tokens_.capacity()) return;
+  try {
+    tokens_.reserve(records + 1);
+  } catch (const std::bad_alloc&) {
+    // Only an optimization: tokens_ grows as it always could.
+  }
 }
 
 void State::Compact() {
