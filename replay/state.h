@@ -84,10 +84,12 @@ class State final : public ledger::Listener {
   // service appended something inconsistent (a bug); it is kept in health().
   void OnCommitted(const ledger::RecordView& record) override;
 
-  // Replay calls it with the ledger's record count, an upper bound on the tokens it
-  // will create: reserves the per-token catalog table so that it never moves (a copy
-  // and fresh pages at every doubling). Address space only: a page becomes resident
-  // when a token first lands on it. Best effort (a failed reservation is ignored).
+  // Replay calls it with the ledger's record count, before applying: reserves the
+  // per-token catalog table for that many tokens (an upper bound; address space only:
+  // a page becomes resident when a token first lands on it) so that it never moves,
+  // and sizes the index for half as many (a lower bound unless user records outnumber
+  // live tokens; see state.cc) so that it grows rarely or never. Best effort: a failed
+  // reservation is ignored.
   void ReserveForRecords(std::uint64_t records);
   // Gives back the slack that growing one record at a time left in the catalog's
   // containers (Replay calls it at the end). Takes the lock.
