@@ -3,6 +3,10 @@
 // record — checksum, FlatBuffers verifier, sequence, hash chain — into State), vs a bare
 // RocksDB iteration over the same column family in the same run (issue 6).
 //
+// Ours runs on two threads (Ledger::ScanBatches: the opening thread reads and
+// verifies, a second checks the chain and applies); the peer's iteration is one.
+// `ours cpu s` is the CPU of both threads.
+//
 // Peer: rocksdb::DB::OpenForReadOnly on the same directory with the same column
 // families, one iterator over "events" with the same ReadOptions the ledger's Scan uses
 // (verify_checksums, fill_cache = false), touching every value (XXH3-64 of it). Open
@@ -224,7 +228,9 @@ int main(int argc, char** argv) {
   for (std::uint64_t n : sizes) dirs.push_back(EnsureLedger(ledger_root, {n, 0, seed, ""}));
 
   PrintHeader("replay_bench",
-              "reps " + std::to_string(reps) + " (median), 1 thread (replay is serial); " +
+              "reps " + std::to_string(reps) +
+                  " (median); ours: 2 threads (read + verify | chain + apply), "
+                  "peer: 1 thread; " +
                   (drop ? "page cache dropped before every timed run"
                         : "page cache warm (each ledger read once before timing)") +
                   "\nours = TokenService::Open as serve does it (open + replay::Replay "

@@ -104,6 +104,13 @@ void TokenIndex::Prefetch(const TokenDigest& digest) const {
   __builtin_prefetch(&t->slots[word0 & t->mask]);  // a hint: never faults
 }
 
+void TokenIndex::PrefetchForWrite(const TokenDigest& digest) const {
+  std::uint64_t word0;
+  std::memcpy(&word0, digest.data(), sizeof(word0));
+  const Table* t = table_.load(std::memory_order_relaxed);  // relaxed: writer-owned
+  __builtin_prefetch(&t->slots[word0 & t->mask], /*rw=*/1);  // a hint: never faults
+}
+
 TokenIndex::Slot* TokenIndex::FindForWrite(const Table& t, const Key& key,
                                            Slot** empty) const {
   for (std::size_t i = key.w[0] & t.mask;; i = (i + 1) & t.mask) {

@@ -107,6 +107,9 @@ class TokenIndex {
   // lookups/inserts ahead when processing a batch (replay, bulk auth).
   void Prefetch(const TokenDigest& digest) const;
 
+  // Writer. Prefetch without the epoch section (the writer owns the table pointer),
+  // for writing: call ~16 inserts/revokes ahead (replay::State::ApplyBatch).
+  void PrefetchForWrite(const TokenDigest& digest) const;
   // Writer. Returns false, leaving the index unchanged, if the digest is present.
   // May grow the table (O(capacity) rehash plus one grace period).
   [[nodiscard]] bool Insert(const TokenDigest& digest, const TokenEntry& entry);

@@ -40,6 +40,7 @@
 #include "ledger/damage.h"
 #include "ledger/format.h"
 #include "ledger/record.h"
+#include "ledger/scan_pipeline.h"
 
 namespace patledger::ledger {
 
@@ -901,6 +902,68 @@ Status Ledger::Scan(const ScanOptions& options,
   if (damaged == 1) return first_damage;
   return Status::Corruption(first_damage.message() + "; " + std::to_string(damaged - 1) +
                             " more damaged record(s) after it");
+}
+
+Status Ledger::ScanBatches(
+    const ScanOptions& options,
+    const std::function<Status(std::span<const RecordView>)>& visit) const {
+  if (options.keep_going) {
+    return Status::InvalidArgument("ScanBatches stops at the first damage; use Scan");
+  }
+  const Impl& d = *impl_;
+  const SnapshotHolder snapshot(d.db.get());
+  rocksdb::ReadOptions ro;
+  ro.verify_checksums = true;
+  ro.fill_cache = false;  // a full scan must not evict the working set
+  ro.snapshot = snapshot.get();
+  auto head = d.ReadHead(ro);
+  if (!head) return head.error();
+  const auto [head_seq, head_chain] = *head;
+
+  fmt::SeqKey upper_key{};
+  rocksdb::Slice upper;
+  if (options.to_seq != UINT64_MAX) {
+    upper_key = fmt::EncodeSeq(options.to_seq + 1);
+    upper = ToSlice(upper_key);
+    ro.iterate_upper_bound = &upper;
+  }
+
+  // The checks are Scan's, in the same order; the chain runs in `pipeline`.
+  internal::RecordVerifier verifier(internal::RecordVerifier::Chain::kDeferred);
+  internal::ScanPipeline pipeline(options.from_seq, visit);
+  const Status damage = [&]() -> Status {
+    RecordView view;
+    std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator(ro, d.events()));
+    for (it->SeekToFirst(); it->Valid() && !pipeline.stopped(); it->Next()) {
+      const rocksdb::Slice key = it->key();
+      if (key.size() != fmt::kSeqKeySize) return verifier.MalformedKey(key.ToStringView());
+      const std::uint64_t seq = fmt::DecodeSeq(key.data());
+      if (seq > head_seq) {
+        return Status::Corruption("seq " + std::to_string(seq) +
+                                  ": a record after the head in meta (seq " +
+                                  std::to_string(head_seq) + ")");
+      }
+      PATLEDGER_RETURN_IF_ERROR(verifier.CheckPosition(seq));
+      const std::string_view copy = pipeline.Stage(it->value().ToStringView());
+      PATLEDGER_RETURN_IF_ERROR(verifier.CheckRecord(seq, copy, &view));
+      pipeline.Commit(view);
+    }
+    if (pipeline.stopped()) return Status::OK();  // Finish returns why
+    if (!it->status().ok()) {
+      return FromRocks(it->status(), "seq " + std::to_string(verifier.expected_seq()) +
+                                         ": reading events");
+    }
+    return Status::OK();
+  }();
+  // The pipeline's error concerns a record before any the reader found damaged.
+  internal::ChainChecker chain;
+  PATLEDGER_RETURN_IF_ERROR(pipeline.Finish(&chain));
+  PATLEDGER_RETURN_IF_ERROR(damage);
+  if (options.to_seq >= head_seq) {
+    verifier.AdoptChain(chain);
+    return verifier.CheckEnd(head_seq, head_chain);
+  }
+  return Status::OK();
 }
 
 Result<std::string> Ledger::Read(std::uint64_t seq) const {

@@ -126,6 +126,17 @@ class Ledger {
   Status Scan(const ScanOptions& options,
               const std::function<Status(const RecordView&)>& visit) const;
 
+  // Like Scan with keep_going false — the same checks, the same records visited in
+  // the same order, the same result for any ledger and visitor — but on two threads:
+  // the calling thread reads each record and checks all but the chain; a second
+  // thread checks the chain and calls `visit` with runs of consecutive verified
+  // records (valid only during the call). `visit` runs on that second thread, one
+  // call at a time, and everything it did is visible to the caller when ScanBatches
+  // returns. For replay, where reading and applying then overlap. kInvalidArgument
+  // if options.keep_going.
+  Status ScanBatches(const ScanOptions& options,
+                     const std::function<Status(std::span<const RecordView>)>& visit) const;
+
   // Reads one record: verifies its checksum, the FlatBuffers Verifier and that it is
   // record `seq` (the chain is verified by Scan). Returns the envelope bytes.
   // kNotFound if there is no such record.

@@ -53,10 +53,28 @@ std::string Hex64(std::uint64_t v) {
 
 }  // namespace
 
+Status ChainChecker::Check(RecordView* view) {
+  const std::uint64_t seq = view->seq;
+  ChainHash prev;
+  const auto* stored = view->envelope->sequencing()->prev_chain().bytes();
+  for (std::size_t i = 0; i < prev.size(); ++i) prev[i] = stored->Get(i);
+  if (known_ && prev != chain_) {
+    known_ = false;
+    return Status::Corruption("seq " + std::to_string(seq) + ": chain mismatch (prev_chain " +
+                              Hex(prev) + ", but chain(" + std::to_string(seq - 1) +
+                              ") is " + Hex(chain_) +
+                              "; this record or the one before was altered)");
+  }
+  chain_ = NextChain(prev, view->envelope_bytes);
+  known_ = true;
+  view->chain = chain_;
+  return Status::OK();
+}
+
 void RecordVerifier::Resync(std::uint64_t seq) {
   // The record after `seq` is judged on its own.
   expected_seq_ = seq + 1;
-  chain_known_ = false;
+  chain_.Forget();
   prev_txn_count_ = 0;
 }
 
@@ -87,9 +105,10 @@ Status CheckStoredValue(std::uint64_t seq, std::string_view value,
                         std::vector<std::uint64_t>* aligned,
                         std::span<const std::uint8_t>* bytes_out,
                         const schema::Envelope** envelope) {
-  const std::string at = "seq " + std::to_string(seq) + ": ";
+  // Built only on failure: every record of every replay passes here.
+  const auto at = [seq] { return "seq " + std::to_string(seq) + ": "; };
   if (value.size() <= format::kChecksumSize) {
-    return Status::Corruption(at + "truncated value (" + std::to_string(value.size()) +
+    return Status::Corruption(at() + "truncated value (" + std::to_string(value.size()) +
                               " bytes; a record is an envelope and an " +
                               std::to_string(format::kChecksumSize) + "-byte checksum)");
   }
@@ -98,7 +117,7 @@ Status CheckStoredValue(std::uint64_t seq, std::string_view value,
   const std::uint64_t stored = format::DecodeChecksum(value.data() + bytes.size());
   const std::uint64_t computed = Checksum(bytes);
   if (stored != computed) {
-    return Status::Corruption(at + "checksum mismatch (stored " + Hex64(stored) +
+    return Status::Corruption(at() + "checksum mismatch (stored " + Hex64(stored) +
                               ", computed " + Hex64(computed) + ")");
   }
   if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(std::uint64_t) != 0) {
@@ -108,10 +127,10 @@ Status CheckStoredValue(std::uint64_t seq, std::string_view value,
   }
   const schema::Envelope* env = nullptr;
   if (Status s = schema::VerifyEnvelope(bytes, &env); !s.ok()) {
-    return Status::Corruption(at + "envelope does not verify: " + s.message());
+    return Status::Corruption(at() + "envelope does not verify: " + s.message());
   }
   if (env->sequencing()->seq() != seq) {
-    return Status::Corruption(at + "key is seq " + std::to_string(seq) +
+    return Status::Corruption(at() + "key is seq " + std::to_string(seq) +
                               " but Sequencing.seq is " +
                               std::to_string(env->sequencing()->seq()));
   }
@@ -146,22 +165,18 @@ Status RecordVerifier::CheckRecord(std::uint64_t seq, std::string_view value,
                               ")");
     }
   }
-  ChainHash prev;
-  for (std::size_t i = 0; i < prev.size(); ++i) prev[i] = sq.prev_chain().bytes()->Get(i);
-  if (chain_known_ && prev != chain_) {
-    return Damaged(seq, "chain mismatch (prev_chain " + Hex(prev) + ", but chain(" +
-                            std::to_string(seq - 1) + ") is " + Hex(chain_) +
-                            "; this record or the one before was altered)");
-  }
-  chain_ = NextChain(prev, bytes);
-  chain_known_ = true;
-  prev_txn_index_ = index;
-  prev_txn_count_ = count;
-  expected_seq_ = seq + 1;
   view->seq = seq;
   view->envelope_bytes = bytes;
   view->envelope = env;
-  view->chain = chain_;
+  if (chain_mode_ == Chain::kInline) {
+    if (Status s = chain_.Check(view); !s.ok()) {
+      Resync(seq);
+      return s;
+    }
+  }
+  prev_txn_index_ = index;
+  prev_txn_count_ = count;
+  expected_seq_ = seq + 1;
   return Status::OK();
 }
 
@@ -174,10 +189,10 @@ Status RecordVerifier::CheckEnd(std::uint64_t head_seq,
                               " but the head in meta is seq " + std::to_string(head_seq) +
                               ")");
   }
-  if (!chain_known_) return Status::OK();  // the last record was damaged: reported
-  if (chain_ != head_chain) {
+  if (!chain_.known()) return Status::OK();  // the last record was damaged: reported
+  if (chain_.chain() != head_chain) {
     return Status::Corruption("seq " + std::to_string(last) + ": chain(" +
-                              std::to_string(last) + ") is " + Hex(chain_) +
+                              std::to_string(last) + ") is " + Hex(chain_.chain()) +
                               " but the head in meta says " + Hex(head_chain));
   }
   if (prev_txn_count_ != 0 && prev_txn_index_ + 1 != prev_txn_count_) {

@@ -36,6 +36,29 @@ Status CheckStoredValue(std::uint64_t seq, std::string_view value,
                         std::span<const std::uint8_t>* bytes,
                         const schema::Envelope** envelope);
 
+// The chain part of the checks (docs/ledger-format.md, "The chain"): each record's
+// prev_chain must equal the chain so far, which then becomes SHA-256(chain ||
+// envelope). Records are given in sequence order from seq 1 (chain(0), 32 zero
+// bytes), or after Forget() from any record, whose prev_chain is then trusted.
+// Split from RecordVerifier so that the hashing, the costliest check, can run on
+// another thread than the rest (Ledger::ScanBatches).
+class ChainChecker {
+ public:
+  // Checks *view (whose other checks passed) against the chain so far; on OK sets
+  // view->chain = chain(view->seq) and advances. Corruption "seq N: chain mismatch
+  // (...)" otherwise, and the chain is then unknown.
+  Status Check(RecordView* view);
+  // The next record's prev_chain will be trusted (after damage).
+  void Forget() { known_ = false; }
+  bool known() const { return known_; }
+  // chain(seq) of the last record checked, if known().
+  const ChainHash& chain() const { return chain_; }
+
+ private:
+  ChainHash chain_{};
+  bool known_ = true;
+};
+
 // Checks the records of the "events" column family in key order, starting from
 // seq 1 with chain(0). For each record the caller first calls CheckPosition with
 // its seq, then CheckRecord with its value. Every error is kCorruption and begins
@@ -44,7 +67,12 @@ Status CheckStoredValue(std::uint64_t seq, std::string_view value,
 // intact record's prev_chain and transaction position are trusted.
 class RecordVerifier {
  public:
-  RecordVerifier() = default;
+  // kInline: CheckRecord also runs the ChainChecker (Scan). kDeferred: it does not;
+  // the caller runs a ChainChecker over the records it accepted, in order, and gives
+  // its result to AdoptChain before CheckEnd (ScanBatches). view->chain is then
+  // filled in by that ChainChecker.
+  enum class Chain { kInline, kDeferred };
+  explicit RecordVerifier(Chain chain = Chain::kInline) : chain_mode_(chain) {}
   RecordVerifier(const RecordVerifier&) = delete;
   RecordVerifier& operator=(const RecordVerifier&) = delete;
 
@@ -66,13 +94,19 @@ class RecordVerifier {
   // chain(head_seq) == head_chain and a complete last transaction.
   Status CheckEnd(std::uint64_t head_seq, const ChainHash& head_chain) const;
 
+  // Chain::kDeferred: takes the state of the ChainChecker that checked every record
+  // this verifier accepted.
+  void AdoptChain(const ChainChecker& checked) { chain_ = checked; }
+
  private:
   void Resync(std::uint64_t seq);
   Status Damaged(std::uint64_t seq, std::string what);
 
+  const Chain chain_mode_;
   std::uint64_t expected_seq_ = 1;
-  ChainHash chain_{};        // chain(expected_seq_ - 1), if chain_known_
-  bool chain_known_ = true;  // false after damage, until the next intact record
+  // chain(expected_seq_ - 1), if known (after damage, not until the next intact
+  // record). With Chain::kDeferred, only after AdoptChain.
+  ChainChecker chain_;
   // Sequencing of the previous intact record (txn_count 0 = unknown).
   std::uint16_t prev_txn_index_ = 0;
   std::uint16_t prev_txn_count_ = 1;

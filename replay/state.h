@@ -17,8 +17,9 @@
 // revoked token, a change of an unknown user. patledger never writes such records, so
 // each one means the ledger was tampered with or a bug; it is never skipped.
 //
-// Thread safety: Apply (and OnCommitted) REQUIRES one thread at a time: the ledger's
-// commit leader, or the replaying thread before anyone reads. Readers may call every
+// Thread safety: Apply, ApplyBatch and OnCommitted REQUIRE one thread at a time: the
+// ledger's commit leader, or Replay's applying thread (the second thread of
+// Ledger::ScanBatches) before anyone reads. Readers may call every
 // const method concurrently with Apply: the index and user flags are lock-free; the
 // catalog accessors take a shared lock and return copies.
 #pragma once
@@ -28,6 +29,7 @@
 #include <memory>
 #include <optional>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -74,10 +76,21 @@ class State final : public ledger::Listener {
 
   // Applies one verified record. REQUIRES: records in sequence order, no gaps.
   Status Apply(const ledger::RecordView& record);
+  // Applies consecutive verified records in order, as Apply does one by one, under
+  // one lock and with the memory of records a few ahead prefetched (replay). Stops
+  // at the first refusal; *applied (optional) receives how many were applied.
+  Status ApplyBatch(std::span<const ledger::RecordView> records, std::size_t* applied);
   // Listener: applies a record the ledger just committed. A refusal here means the
   // service appended something inconsistent (a bug); it is kept in health().
   void OnCommitted(const ledger::RecordView& record) override;
 
+  // Replay calls it with the ledger's record count, before applying: reserves the
+  // per-token catalog table for that many tokens (an upper bound; address space only:
+  // a page becomes resident when a token first lands on it) so that it never moves,
+  // and sizes the index for half as many (a lower bound unless user records outnumber
+  // live tokens; see state.cc) so that it grows rarely or never. Best effort: a failed
+  // reservation is ignored.
+  void ReserveForRecords(std::uint64_t records);
   // Gives back the slack that growing one record at a time left in the catalog's
   // containers (Replay calls it at the end). Takes the lock.
   void Compact();
@@ -126,6 +139,11 @@ class State final : public ledger::Listener {
   static_assert(sizeof(StoredToken) == 56, "see docs/PERFORMANCE.md, memory");
 
   Status ApplyLocked(const ledger::RecordView& record);
+  // Hints the CPU to fetch what applying `record` will touch. `stage` 0 (32 records
+  // ahead): catalog entries (the owner's, a revoked or rotated token's); stage 1 (16
+  // ahead): the index slot — for a revoke found through its catalog entry — and the
+  // end of the owner's token list. REQUIRES: mu_ held.
+  void PrefetchLocked(const ledger::RecordView& record, int stage) const;
   // REQUIRES: mu_ held.
   bool HasTokenLocked(std::uint64_t token_id) const {
     return token_id != 0 && token_id < tokens_.size() && tokens_[token_id].created_seq != 0;
@@ -162,6 +180,8 @@ struct ReplayLimit {
 
 // Verifies and applies every record of `ledger` within `limit` to `state` (a fresh
 // State). Errors name the sequence number. `applied` (optional) receives the count.
+// Two threads: the caller's reads and verifies, a second one (Ledger::ScanBatches)
+// checks the chain and applies; `state` is complete when Replay returns.
 Status Replay(const ledger::Ledger& ledger, State* state, const ReplayLimit& limit = {},
               std::uint64_t* applied = nullptr);
 

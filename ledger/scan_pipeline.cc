@@ -1,0 +1,155 @@
+#include "ledger/scan_pipeline.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace patledger::ledger::internal {
+namespace {
+
+// A batch holds up to kBatchRecords records or kBatchBytes of copies (a record larger
+// than that gets a batch of its own). With ~300-byte records a batch is ~150 KB, so
+// the batches in flight stay in the 2 MiB L2 of the reading core while it fills them.
+constexpr std::size_t kBatchRecords = 512;
+constexpr std::size_t kBatchBytes = 256 << 10;
+// Batches in existence: one filling, the rest queued or being consumed. More only
+// buffers more; the threads' speeds decide the throughput.
+constexpr std::size_t kBatches = 4;
+static_assert(kBatchBytes % sizeof(std::uint64_t) == 0 && kBatches >= 2,
+              "one batch fills while another is consumed");
+
+}  // namespace
+
+ScanPipeline::ScanPipeline(std::uint64_t from_seq, const Visitor& visit)
+    : from_seq_(from_seq), visit_(visit) {
+  for (std::size_t i = 0; i < kBatches; ++i) {
+    auto b = std::make_unique<Batch>();
+    b->arena.resize(kBatchBytes / sizeof(std::uint64_t));
+    b->records.reserve(kBatchRecords);
+    free_.push_back(std::move(b));
+  }
+  filling_ = std::move(free_.back());
+  free_.pop_back();
+  consumer_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "ledger-chain");  // for top, perf, gdb
+    Consume();
+  });
+}
+
+ScanPipeline::~ScanPipeline() {
+  if (finished_) return;
+  ChainChecker ignored;
+  try {
+    (void)Finish(&ignored);
+  } catch (...) {
+    // The reader is already unwinding or returning an earlier error.
+  }
+}
+
+std::string_view ScanPipeline::Stage(std::string_view value) {
+  const std::size_t size = (value.size() + 7) & ~std::size_t{7};
+  Batch* b = filling_.get();
+  if (b->records.size() == kBatchRecords ||
+      (b->used + size > b->arena.size() * sizeof(std::uint64_t) && !b->records.empty())) {
+    Hand(std::move(filling_));
+    b = filling_.get();
+  }
+  if (b->used + size > b->arena.size() * sizeof(std::uint64_t)) {
+    b->arena.resize(size / sizeof(std::uint64_t));  // empty: no view points into it
+  }
+  char* at = reinterpret_cast<char*>(b->arena.data()) + b->used;
+  std::memcpy(at, value.data(), value.size());
+  staged_at_ = b->used;
+  staged_size_ = size;
+  return {at, value.size()};
+}
+
+void ScanPipeline::Commit(const RecordView& view) {
+  Batch* b = filling_.get();
+  b->used = staged_at_ + staged_size_;
+  b->records.push_back(view);
+}
+
+void ScanPipeline::Hand(std::unique_ptr<Batch> batch) {
+  std::unique_lock lock(mu_);
+  if (!batch->records.empty()) {
+    full_.push_back(std::move(batch));
+    work_.notify_one();
+  } else {
+    free_.push_back(std::move(batch));
+  }
+  room_.wait(lock, [&] { return !free_.empty(); });
+  filling_ = std::move(free_.back());
+  free_.pop_back();
+}
+
+Status ScanPipeline::Finish(ChainChecker* chain) {
+  if (!finished_) {
+    finished_ = true;
+    {
+      std::lock_guard lock(mu_);
+      if (!filling_->records.empty()) full_.push_back(std::move(filling_));
+      end_ = true;
+    }
+    work_.notify_one();
+    consumer_.join();
+  }
+  if (exception_) std::rethrow_exception(exception_);
+  if (!error_.ok()) return error_;
+  *chain = chain_;
+  return Status::OK();
+}
+
+void ScanPipeline::Consume() {
+  bool failed = false;
+  for (;;) {
+    std::unique_ptr<Batch> batch;
+    {
+      std::unique_lock lock(mu_);
+      work_.wait(lock, [&] { return end_ || !full_.empty(); });
+      if (full_.empty()) return;  // end_
+      batch = std::move(full_.front());
+      full_.pop_front();
+    }
+    // After the first error nothing is checked or visited; the batches still go back
+    // to the reader until it notices stopped().
+    if (!failed) {
+      try {
+        error_ = ConsumeBatch(batch.get());  // error_: read by Finish after the join
+      } catch (...) {
+        exception_ = std::current_exception();
+      }
+      failed = !error_.ok() || exception_;
+      if (failed) stopped_.store(true, std::memory_order_relaxed);  // a hint only
+    }
+    batch->records.clear();
+    batch->used = 0;
+    {
+      std::lock_guard lock(mu_);
+      free_.push_back(std::move(batch));
+    }
+    room_.notify_one();
+  }
+}
+
+Status ScanPipeline::ConsumeBatch(Batch* batch) {
+  std::span<RecordView> records(batch->records);
+  std::size_t checked = 0;
+  Status chain_error;
+  for (; checked < records.size(); ++checked) {
+    chain_error = chain_.Check(&records[checked]);
+    if (!chain_error.ok()) break;
+  }
+  // Records before from_seq are verified but not visited; seqs increase.
+  const auto first = std::partition_point(
+      records.begin(), records.begin() + checked,
+      [&](const RecordView& r) { return r.seq < from_seq_; });
+  if (first != records.begin() + checked) {
+    PATLEDGER_RETURN_IF_ERROR(
+        visit_(std::span<const RecordView>(&*first, records.begin() + checked - first)));
+  }
+  return chain_error;
+}
+
+}  // namespace patledger::ledger::internal
