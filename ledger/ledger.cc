@@ -36,6 +36,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <tuple>
 
 #include "ledger/damage.h"
 #include "ledger/format.h"
@@ -317,6 +318,32 @@ struct Ledger::Impl {
 
   Result<std::pair<std::uint64_t, ChainHash>> ReadHead(
       const rocksdb::ReadOptions& ro) const;
+
+  // What a scan reads: a snapshot, read options bounded by to_seq (checksums
+  // verified, the block cache left alone), and the head in meta as of the snapshot.
+  struct ScanView {
+    explicit ScanView(rocksdb::DB* db) : snapshot(db) {}
+    SnapshotHolder snapshot;
+    rocksdb::ReadOptions ro;
+    fmt::SeqKey upper_key{};
+    rocksdb::Slice upper;
+    std::uint64_t head_seq = 0;
+    ChainHash head_chain{};
+  };
+  Status OpenScanView(std::uint64_t to_seq, ScanView* v) const {
+    v->ro.verify_checksums = true;
+    v->ro.fill_cache = false;  // a full scan must not evict the working set
+    v->ro.snapshot = v->snapshot.get();
+    auto head = ReadHead(v->ro);
+    if (!head) return head.error();
+    std::tie(v->head_seq, v->head_chain) = *head;
+    if (to_seq != UINT64_MAX) {
+      v->upper_key = fmt::EncodeSeq(to_seq + 1);
+      v->upper = ToSlice(v->upper_key);
+      v->ro.iterate_upper_bound = &v->upper;
+    }
+    return Status::OK();
+  }
   Status LoadMeta();
   std::vector<Writer*> TakeGroup();  // REQUIRES: mu held, writers non-empty
 
@@ -831,22 +858,11 @@ Result<std::uint64_t> Ledger::Append(std::vector<std::string> envelopes) {
 Status Ledger::Scan(const ScanOptions& options,
                     const std::function<Status(const RecordView&)>& visit) const {
   const Impl& d = *impl_;
-  const SnapshotHolder snapshot(d.db.get());
-  rocksdb::ReadOptions ro;
-  ro.verify_checksums = true;
-  ro.fill_cache = false;  // a full scan must not evict the working set
-  ro.snapshot = snapshot.get();
-  auto head = d.ReadHead(ro);
-  if (!head) return head.error();
-  const auto [head_seq, head_chain] = *head;
-
-  fmt::SeqKey upper_key{};
-  rocksdb::Slice upper;
-  if (options.to_seq != UINT64_MAX) {
-    upper_key = fmt::EncodeSeq(options.to_seq + 1);
-    upper = ToSlice(upper_key);
-    ro.iterate_upper_bound = &upper;
-  }
+  Impl::ScanView scan_view(d.db.get());
+  PATLEDGER_RETURN_IF_ERROR(d.OpenScanView(options.to_seq, &scan_view));
+  const rocksdb::ReadOptions& ro = scan_view.ro;
+  const std::uint64_t head_seq = scan_view.head_seq;
+  [[maybe_unused]] const ChainHash& head_chain = scan_view.head_chain;
 
   std::uint64_t damaged = 0;
   Status first_damage;
@@ -911,22 +927,11 @@ Status Ledger::ScanBatches(
     return Status::InvalidArgument("ScanBatches stops at the first damage; use Scan");
   }
   const Impl& d = *impl_;
-  const SnapshotHolder snapshot(d.db.get());
-  rocksdb::ReadOptions ro;
-  ro.verify_checksums = true;
-  ro.fill_cache = false;  // a full scan must not evict the working set
-  ro.snapshot = snapshot.get();
-  auto head = d.ReadHead(ro);
-  if (!head) return head.error();
-  const auto [head_seq, head_chain] = *head;
-
-  fmt::SeqKey upper_key{};
-  rocksdb::Slice upper;
-  if (options.to_seq != UINT64_MAX) {
-    upper_key = fmt::EncodeSeq(options.to_seq + 1);
-    upper = ToSlice(upper_key);
-    ro.iterate_upper_bound = &upper;
-  }
+  Impl::ScanView scan_view(d.db.get());
+  PATLEDGER_RETURN_IF_ERROR(d.OpenScanView(options.to_seq, &scan_view));
+  const rocksdb::ReadOptions& ro = scan_view.ro;
+  const std::uint64_t head_seq = scan_view.head_seq;
+  [[maybe_unused]] const ChainHash& head_chain = scan_view.head_chain;
 
   // The checks are Scan's, in the same order; the chain runs in `pipeline`.
   internal::RecordVerifier verifier(internal::RecordVerifier::Chain::kDeferred);

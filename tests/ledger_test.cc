@@ -236,6 +236,19 @@ struct LedgerFixture {
     std::sort(names.begin(), names.end());
     return names;
   }
+  // A crash image: copies the directory of the open ledger to `to` (as a crash leaves
+  // it: the events since the open only in the live WAL), closes the ledger, and
+  // returns the path of the copy's non-empty WAL.
+  std::string CrashImageWal(const std::string& to) {
+    BOOST_REQUIRE(!CopyTreeOfLiveLedger(dir, to));
+    Close();
+    std::string wal;
+    for (const auto& e : std::filesystem::directory_iterator(to)) {
+      if (e.path().extension() == ".log" && e.file_size() > 0) wal = e.path().string();
+    }
+    BOOST_REQUIRE(!wal.empty());
+    return wal;
+  }
   void RemoveHeadJournals() {
     for (const std::string& n : HeadJournals()) std::filesystem::remove(dir + "/" + n);
   }
@@ -901,16 +914,8 @@ BOOST_AUTO_TEST_CASE(every_append_is_in_the_head_journal_when_it_returns) {
 // recovery drops without an error. The head journal makes that a refusal.
 BOOST_AUTO_TEST_CASE(a_live_wal_cut_short_after_a_crash_fails_open_naming_the_seqs) {
   AppendMany(5);
-  // A crash image: a copy of the directory while the ledger is open.
   const std::string crashed = tmp.path() + "/crashed";
-  BOOST_REQUIRE(!CopyTreeOfLiveLedger(dir, crashed));
-  Close();
-  std::string wal;
-  for (const auto& e : std::filesystem::directory_iterator(crashed)) {
-    const std::string n = e.path().filename().string();
-    if (n.ends_with(".log") && e.file_size() > 0) wal = e.path().string();
-  }
-  BOOST_REQUIRE(!wal.empty());
+  const std::string wal = CrashImageWal(crashed);
   std::filesystem::resize_file(wal, std::filesystem::file_size(wal) - 20);  // torn
   auto refused = Ledger::Open(crashed, options);
   BOOST_REQUIRE(!refused.has_value());
@@ -936,13 +941,7 @@ BOOST_AUTO_TEST_CASE(a_live_wal_cut_short_after_a_crash_fails_open_naming_the_se
 BOOST_AUTO_TEST_CASE(a_damaged_live_wal_is_refused_naming_the_file_and_offset) {
   AppendMany(5);
   const std::string crashed = tmp.path() + "/crashed";
-  BOOST_REQUIRE(!CopyTreeOfLiveLedger(dir, crashed));
-  Close();
-  std::string wal_path;
-  for (const auto& e : std::filesystem::directory_iterator(crashed)) {
-    if (e.path().extension() == ".log" && e.file_size() > 0) wal_path = e.path().string();
-  }
-  BOOST_REQUIRE(!wal_path.empty());
+  const std::string wal_path = CrashImageWal(crashed);
   std::string wal;
   {
     std::ifstream in(wal_path, std::ios::binary);
