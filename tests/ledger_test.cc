@@ -893,7 +893,9 @@ BOOST_AUTO_TEST_CASE(every_append_is_in_the_head_journal_when_it_returns) {
   std::ifstream in(dir + "/" + journals[0], std::ios::binary);
   const std::string bytes((std::istreambuf_iterator<char>(in)),
                           std::istreambuf_iterator<char>());
-  BOOST_REQUIRE(bytes.size() == 4u * 64);  // the head at open (seq 0), then 3 appends
+  BOOST_REQUIRE(bytes.size() == 1u << 20);  // made full size, zeros
+  // The head at open (seq 0), then 3 appends; zeros after them.
+  BOOST_TEST(bytes.find_first_not_of('\0', 4 * 64) == std::string::npos);
   for (std::uint64_t i = 0; i < 4; ++i) {
     const std::string r = bytes.substr(i * 64, 64);
     BOOST_TEST(r.substr(0, 8) == "PLHEAD01");
@@ -982,9 +984,10 @@ BOOST_AUTO_TEST_CASE(a_torn_journal_tail_is_ignored_and_a_journal_of_garbage_ref
   AppendMany(2);
   Close();
   const std::string journal = dir + "/" + HeadJournals().at(0);
-  {
-    std::ofstream out(journal, std::ios::binary | std::ios::app);
-    out << "PLHEAD01 torn in the middle";  // a crash during an append
+  {  // a crash during the next append: the open's head and two appends, then this
+    std::fstream out(journal, std::ios::binary | std::ios::in | std::ios::out);
+    out.seekp(3 * 64);
+    out << "PLHEAD01 torn in the middle";
   }
   Open();
   BOOST_TEST(ledger->last_seq() == 2u);
@@ -1014,7 +1017,7 @@ BOOST_AUTO_TEST_CASE(each_writable_open_starts_a_new_journal_and_deletes_the_old
   const std::vector<std::string> journals = HeadJournals();
   BOOST_REQUIRE(journals.size() == 1u);
   BOOST_TEST(journals[0] == "PATLEDGER-HEAD-000003");
-  BOOST_TEST(std::filesystem::file_size(dir + "/" + journals[0]) == 64u);
+  BOOST_TEST(std::filesystem::file_size(dir + "/" + journals[0]) == 1u << 20);
   // A read-only open reads it and writes nothing.
   Close();
   Options ro = options;

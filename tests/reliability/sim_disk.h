@@ -4,7 +4,9 @@
 //
 // Power loss. For every file under `root` it keeps what was written and what was
 // made durable:
-//   - data: a file's bytes are durable up to its size at its last Sync/Fsync;
+//   - data: a file's bytes are durable up to its size at its last Sync/Fsync; bytes
+//     overwritten in place (a RandomRWFile) since its last sync get their old
+//     content back;
 //   - names: a created or renamed file's directory entry is durable only after a
 //     later fsync of its directory (FSDirectory::Fsync); a deleted file is moved to a
 //     graveyard and comes back unless its directory was fsynced after the delete.
@@ -123,6 +125,12 @@ class SimDisk : public rocksdb::FileSystemWrapper {
         ++loss.files_vanished;
         continue;
       }
+      for (auto u = st.undo.rbegin(); u != st.undo.rend(); ++u) {
+        std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
+        f.seekp(static_cast<std::streamoff>(u->first));
+        f.write(u->second.data(), static_cast<std::streamsize>(u->second.size()));
+        loss.bytes_dropped += u->second.size();
+      }
       const std::uint64_t size = fs::file_size(path, ec);
       if (!ec && size > st.synced) {
         fs::resize_file(path, st.synced, ec);
@@ -163,7 +171,7 @@ class SimDisk : public rocksdb::FileSystemWrapper {
     const bool was_durable = EntryDurable(path);
     auto s = target()->NewWritableFile(fname, o, result, dbg);
     if (!s.ok()) return s;
-    files_[path] = FileState{0, 0, was_durable};
+    files_[path] = FileState{0, 0, was_durable, {}};
     *result = std::make_unique<File>(this, path, std::move(*result));
     return s;
   }
@@ -182,7 +190,7 @@ class SimDisk : public rocksdb::FileSystemWrapper {
     const std::uint64_t size = std::filesystem::file_size(path, ec);
     auto it = files_.find(path);
     if (it == files_.end()) {
-      files_[path] = FileState{size, size, true};
+      files_[path] = FileState{size, size, true, {}};
     } else {
       it->second.size = size;
     }
@@ -198,6 +206,27 @@ class SimDisk : public rocksdb::FileSystemWrapper {
     auto s = RenameFile(old_fname, fname, rocksdb::IOOptions(), dbg);
     if (!s.ok()) return s;
     return NewWritableFile(fname, o, result, dbg);
+  }
+
+  rocksdb::IOStatus NewRandomRWFile(const std::string& fname,
+                                    const rocksdb::FileOptions& o,
+                                    std::unique_ptr<rocksdb::FSRandomRWFile>* result,
+                                    rocksdb::IODebugContext* dbg) override {
+    const std::string path = Normal(fname);
+    if (!Tracked(path)) return target()->NewRandomRWFile(fname, o, result, dbg);
+    std::lock_guard lock(mu_);
+    if (auto s = Step(); !s.ok()) return s;
+    std::error_code ec;
+    const bool existed = std::filesystem::exists(path, ec);
+    const bool was_durable = EntryDurable(path);
+    auto s = target()->NewRandomRWFile(fname, o, result, dbg);
+    if (!s.ok()) return s;
+    if (!files_.contains(path)) {
+      const std::uint64_t size = existed ? std::filesystem::file_size(path, ec) : 0;
+      files_[path] = FileState{size, size, was_durable, {}};
+    }
+    *result = std::make_unique<RwFile>(this, path, std::move(*result));
+    return s;
   }
 
   rocksdb::IOStatus NewDirectory(const std::string& name, const rocksdb::IOOptions& io,
@@ -278,6 +307,8 @@ class SimDisk : public rocksdb::FileSystemWrapper {
     std::uint64_t size = 0;    // bytes written
     std::uint64_t synced = 0;  // bytes durable
     bool entry_durable = false;
+    // Durable bytes overwritten since the last sync: {offset, old bytes}, in order.
+    std::vector<std::pair<std::uint64_t, std::string>> undo;
   };
   struct Renamed {
     std::optional<std::string> old_target;  // what the target held durably, if anything
@@ -353,6 +384,33 @@ class SimDisk : public rocksdb::FileSystemWrapper {
     SimDisk* disk_;
     std::string path_;
     bool wal_;
+  };
+
+  // A file written in place (RocksDB's RandomRWFile).
+  class RwFile : public rocksdb::FSRandomRWFileOwnerWrapper {
+   public:
+    RwFile(SimDisk* disk, std::string path, std::unique_ptr<rocksdb::FSRandomRWFile> f)
+        : FSRandomRWFileOwnerWrapper(std::move(f)), disk_(disk), path_(std::move(path)) {}
+    rocksdb::IOStatus Write(uint64_t offset, const rocksdb::Slice& data,
+                            const rocksdb::IOOptions& o,
+                            rocksdb::IODebugContext* dbg) override {
+      disk_->RememberOverwrite(path_, offset, data.size());
+      return disk_->Write(path_, false, data, offset, [&](const rocksdb::Slice& d) {
+        return target()->Write(offset, d, o, dbg);
+      });
+    }
+    rocksdb::IOStatus Sync(const rocksdb::IOOptions& o,
+                           rocksdb::IODebugContext* dbg) override {
+      return disk_->SyncFile(path_, false, [&] { return target()->Sync(o, dbg); });
+    }
+    rocksdb::IOStatus Fsync(const rocksdb::IOOptions& o,
+                            rocksdb::IODebugContext* dbg) override {
+      return disk_->SyncFile(path_, false, [&] { return target()->Fsync(o, dbg); });
+    }
+
+   private:
+    SimDisk* disk_;
+    std::string path_;
   };
 
   class Directory : public rocksdb::FSDirectoryWrapper {
@@ -461,6 +519,22 @@ class SimDisk : public rocksdb::FileSystemWrapper {
     return s;
   }
 
+  // Keeps the durable bytes [offset, offset + n) that a write in place is about to
+  // replace, so that PowerLoss can put them back.
+  void RememberOverwrite(const std::string& path, std::uint64_t offset, std::size_t n) {
+    std::lock_guard lock(mu_);
+    if (crashed_) return;
+    auto it = files_.find(path);
+    if (it == files_.end() || offset >= it->second.synced) return;
+    const std::uint64_t len = std::min<std::uint64_t>(n, it->second.synced - offset);
+    std::ifstream in(path, std::ios::binary);
+    in.seekg(static_cast<std::streamoff>(offset));
+    std::string old(len, '\0');
+    in.read(old.data(), static_cast<std::streamsize>(len));
+    old.resize(static_cast<std::size_t>(in.gcount()));
+    it->second.undo.emplace_back(offset, std::move(old));
+  }
+
   rocksdb::IOStatus SyncFile(const std::string& path, bool wal,
                              const std::function<rocksdb::IOStatus()>& sync) {
     std::lock_guard lock(mu_);
@@ -473,7 +547,10 @@ class SimDisk : public rocksdb::FileSystemWrapper {
     auto s = sync();
     if (s.ok()) {
       auto it = files_.find(path);
-      if (it != files_.end()) it->second.synced = it->second.size;
+      if (it != files_.end()) {
+        it->second.synced = it->second.size;
+        it->second.undo.clear();
+      }
     }
     return s;
   }
