@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
 #include <vector>
 
 namespace patledger::ledger::internal {
@@ -102,11 +103,29 @@ std::optional<std::string> FirstBadWalRecord(std::string_view wal) {
   return std::nullopt;
 }
 
-std::string DescribeDamagedFiles(rocksdb::Env* env, const std::string& dir) {
+std::string DescribeDamagedFiles(rocksdb::Env* env, const std::string& dir,
+                                 std::string_view refusal) {
   std::vector<std::string> names;
   if (!env->GetChildren(dir, &names).ok()) return "";
   std::sort(names.begin(), names.end());
   std::vector<std::string> found;
+  // RocksDB names some damaged tables by number only ("Missing table properties on
+  // file 23 ..."), in an error about the MANIFEST that lists them.
+  for (std::size_t at = refusal.find("on file "); at != std::string_view::npos;
+       at = refusal.find("on file ", at + 1)) {
+    std::size_t end = at + 8;
+    std::uint64_t number = 0;
+    while (end < refusal.size() && refusal[end] >= '0' && refusal[end] <= '9')
+      number = number * 10 + static_cast<std::uint64_t>(refusal[end++] - '0');
+    if (end == at + 8 || number > 999'999'999) continue;
+    char name[32];
+    std::snprintf(name, sizeof name, "%06llu.sst", static_cast<unsigned long long>(number));
+    if (std::binary_search(names.begin(), names.end(), std::string(name))) {
+      found.push_back(std::string(name) + ": RocksDB could not read it (table file " +
+                      std::to_string(number) + " above)");
+      names.erase(std::find(names.begin(), names.end(), std::string(name)));
+    }
+  }
   for (const std::string& name : names) {
     if (found.size() == kMaxReported) break;
     const std::string path = dir + "/" + name;

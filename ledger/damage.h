@@ -24,7 +24,10 @@ namespace patledger::ledger::internal {
 // damaged SST or WAL file in `dir` (at most a few). If they all check out, the MANIFEST
 // that CURRENT names ("MANIFEST-000028 (every SST and WAL file checks out, ...)");
 // "" if not even that can be said.
-std::string DescribeDamagedFiles(rocksdb::Env* env, const std::string& dir);
+// `refusal`: RocksDB's error; a table file it names by number ("... on file 23 ...",
+// blamed on the MANIFEST that lists it) is named first.
+std::string DescribeDamagedFiles(rocksdb::Env* env, const std::string& dir,
+                                 std::string_view refusal = {});
 
 // The first damaged physical record of a RocksDB WAL file's bytes, as
 // "record at offset N: <what>", or nullopt if every record checks. A torn last record

@@ -648,7 +648,8 @@ Result<std::unique_ptr<Ledger>> Ledger::OpenOnce(const std::string& dir,
     Status refused = FromRocks(s, "cannot open the ledger in " + dir);
     // RocksDB does not always say which file is damaged (F2): look for it.
     if (s.IsCorruption()) {
-      if (const std::string damaged = internal::DescribeDamagedFiles(env, dir);
+      if (const std::string damaged =
+              internal::DescribeDamagedFiles(env, dir, s.ToString());
           !damaged.empty()) {
         refused = Status::Corruption(refused.message() + "; damaged: " + damaged);
       }

@@ -975,6 +975,29 @@ BOOST_AUTO_TEST_CASE(a_damaged_live_wal_is_refused_naming_the_file_and_offset) {
              Why(refused));
 }
 
+// RocksDB names some damaged tables by number only, in an error about the MANIFEST
+// ("Missing table properties on file 23 ... in file .../MANIFEST-000028"): the
+// description names the table file.
+BOOST_AUTO_TEST_CASE(a_table_rocksdb_names_by_number_is_named_as_its_file) {
+  AppendMany(3);
+  Close();  // flushed: the events are in an SST file
+  std::string sst;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.path().extension() == ".sst") sst = e.path().filename().string();
+  }
+  BOOST_REQUIRE(!sst.empty());
+  const std::uint64_t number = std::strtoull(sst.c_str(), nullptr, 10);
+  const std::string refusal = "Corruption: Missing table properties on file " +
+                              std::to_string(number) +
+                              " with known unique ID in file " + dir + "/MANIFEST-000028";
+  const std::string described =
+      internal::DescribeDamagedFiles(rocksdb::Env::Default(), dir, refusal);
+  BOOST_TEST(StartsWith(described, sst + ": RocksDB could not read it"), described);
+  // Without such a mention, and nothing damaged, it falls back to the MANIFEST.
+  const std::string fallback = internal::DescribeDamagedFiles(rocksdb::Env::Default(), dir);
+  BOOST_TEST(StartsWith(fallback, "MANIFEST-"), fallback);
+}
+
 BOOST_AUTO_TEST_CASE(crc32c_matches_the_standard_check_value) {
   BOOST_TEST(internal::Crc32c(0, "123456789") == 0xe3069283u);
   BOOST_TEST(internal::Crc32c(internal::Crc32c(0, "1234"), "56789") == 0xe3069283u);
