@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -368,9 +369,23 @@ Matrix BuildMatrix() {
   return m;
 }
 
+// Built once, by the first test case that asks. Not a function-local static: if the
+// build is cut short by a signal (Boost.Test recovers from it with a long jump, e.g.
+// after an assertion inside RocksDB, F7), a static's guard would stay taken and every
+// later case would hang until ctest's timeout; this fails them at once instead.
 const Matrix& TheMatrix() {
-  static const Matrix m = BuildMatrix();
-  return m;
+  enum class Build { kNotYet, kBuilding, kDone };
+  static Build state = Build::kNotYet;
+  static std::optional<Matrix> matrix;
+  if (state == Build::kBuilding) {
+    BOOST_FAIL("the corruption matrix could not be built (its build stopped: see above)");
+  }
+  if (state == Build::kNotYet) {
+    state = Build::kBuilding;
+    matrix.emplace(BuildMatrix());
+    state = Build::kDone;
+  }
+  return *matrix;
 }
 
 // For the cases marked expected_failures: a matrix that could not be built must fail
