@@ -68,6 +68,12 @@ Status FromRocks(const rocksdb::Status& s, const std::string& context) {
 
 rocksdb::Slice ToSlice(std::string_view s) { return {s.data(), s.size()}; }
 
+// The environment a ledger's files go through: the options' (tests' simulated disks)
+// or the default.
+rocksdb::Env* EnvOf(const Options& options) {
+  return options.env != nullptr ? options.env : rocksdb::Env::Default();
+}
+
 template <std::size_t N>
 rocksdb::Slice ToSlice(const std::array<char, N>& a) {
   return {a.data(), a.size()};
@@ -299,9 +305,6 @@ struct Ledger::Impl {
     db->Close().PermitUncheckedError();  // a failed close loses nothing acknowledged
   }
 
-  rocksdb::Env* env() const {
-    return options.env != nullptr ? options.env : rocksdb::Env::Default();
-  }
   // Starts head journal number `number` holding head {seq, chain}, synced and its
   // name made durable, then deletes the journals before it (and the closed-head mark
   // of an earlier build). Open calls it, and AppendJournal under journal_mu.
@@ -398,7 +401,7 @@ Status Ledger::Impl::JournalAtLeast(std::uint64_t seq) {
 
 Status Ledger::Impl::StartJournal(std::uint64_t number, std::uint64_t seq,
                                   const ChainHash& chain) {
-  rocksdb::Env* e = env();
+  rocksdb::Env* e = EnvOf(options);
   const std::string name = HeadJournalName(number);
   const std::string path = dir + "/" + name;
   // The whole file is written (zeros) before the first head: every later head
@@ -580,7 +583,7 @@ Result<std::unique_ptr<Ledger>> Ledger::Open(const std::string& dir,
   // file") or, worse, succeed with a view missing a WAL deleted after its flush (which
   // reads as a gap). So retry until the directory listing is the same before and after
   // the open; once open, the handle keeps its files open and its view is stable.
-  rocksdb::Env* env = options.env != nullptr ? options.env : rocksdb::Env::Default();
+  rocksdb::Env* env = EnvOf(options);
   Result<std::unique_ptr<Ledger>> opened = Err(Status::Internal("not opened"));
   for (int attempt = 0; attempt < 20; ++attempt) {
     const std::vector<std::string> before = Listing(env, dir);
@@ -595,7 +598,7 @@ Result<std::unique_ptr<Ledger>> Ledger::Open(const std::string& dir,
 
 Result<std::unique_ptr<Ledger>> Ledger::OpenOnce(const std::string& dir,
                                                  const Options& options) {
-  rocksdb::Env* env = options.env != nullptr ? options.env : rocksdb::Env::Default();
+  rocksdb::Env* env = EnvOf(options);
   const rocksdb::Status current = env->FileExists(dir + "/CURRENT");
   if (!current.ok() && !current.IsNotFound()) {
     return Err(FromRocks(current, "cannot open the ledger in " + dir));
