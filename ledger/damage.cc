@@ -19,6 +19,8 @@
 #include <cstdio>
 #include <vector>
 
+#include "ledger/table_check.h"
+
 namespace patledger::ledger::internal {
 namespace {
 
@@ -130,6 +132,12 @@ std::string DescribeDamagedFiles(rocksdb::Env* env, const std::string& dir,
     if (found.size() == kMaxReported) break;
     const std::string path = dir + "/" + name;
     if (name.ends_with(".sst")) {
+      // Our own check first: SstFileReader parses the properties block before it
+      // verifies it, and may abort on a damaged one (ledger/table_check.h, F7).
+      if (auto bad = TableFileDamage(*env->GetFileSystem(), path)) {
+        found.push_back(name + ": " + *bad);
+        continue;
+      }
       rocksdb::Options o;
       o.env = env;
       rocksdb::SstFileReader reader(o);

@@ -42,6 +42,7 @@
 #include "ledger/format.h"
 #include "ledger/record.h"
 #include "ledger/scan_pipeline.h"
+#include "ledger/table_check.h"
 
 namespace patledger::ledger {
 
@@ -353,6 +354,10 @@ struct Ledger::Impl {
 
   const std::string dir;
   const Options options;
+  // The Env RocksDB opens the ledger through: EnvOf(options), whose SSTs are checked
+  // before RocksDB parses them (ledger/table_check.h, F7). Declared before db, so it
+  // outlives it.
+  std::unique_ptr<rocksdb::Env> table_checking_env;
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;  // default, events, meta
 
@@ -613,8 +618,10 @@ Result<std::unique_ptr<Ledger>> Ledger::OpenOnce(const std::string& dir,
                          (options.read_only ? "" : " (create_if_missing is false)")));
   }
 
+  auto impl = std::make_unique<Impl>(dir, options);
+  impl->table_checking_env = internal::NewTableCheckingEnv(env);
   rocksdb::DBOptions db_options;
-  db_options.env = env;
+  db_options.env = impl->table_checking_env.get();
   const bool may_create = !options.read_only && options.create_if_missing;
   db_options.create_if_missing = may_create;
   db_options.create_missing_column_families = may_create;
@@ -641,7 +648,6 @@ Result<std::unique_ptr<Ledger>> Ledger::OpenOnce(const std::string& dir,
   const auto mark = options.check_head_journal
                         ? ReadHeadMarks(env, dir, names)
                         : Result<JournaledHead>(Err(Status::NotFound("not checked")));
-  auto impl = std::make_unique<Impl>(dir, options);
   rocksdb::DB* db = nullptr;
   const rocksdb::Status s =
       options.read_only

@@ -11,6 +11,9 @@
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
 #include <rocksdb/file_system.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/sst_file_writer.h>
+#include <rocksdb/table.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,6 +30,7 @@
 #include <map>
 #include <set>
 #include <span>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -34,6 +38,7 @@
 
 #include "ledger/damage.h"
 #include "ledger/format.h"
+#include "ledger/table_check.h"
 #include "tests/test_util.h"
 
 extern char** environ;
@@ -996,6 +1001,139 @@ BOOST_AUTO_TEST_CASE(a_table_rocksdb_names_by_number_is_named_as_its_file) {
   // Without such a mention, and nothing damaged, it falls back to the MANIFEST.
   const std::string fallback = internal::DescribeDamagedFiles(rocksdb::Env::Default(), dir);
   BOOST_TEST(StartsWith(fallback, "MANIFEST-"), fallback);
+}
+
+// F7 (docs/RELIABILITY.md): RocksDB 7.8 parses a table's properties block before it
+// verifies its checksum, and one flipped bit there (the top bit of the block's restart
+// count) aborted the process inside DB::Open. Every single-bit flip in the last bytes
+// of each table — the footer, the metaindex block, the end of the properties block —
+// is opened in a child process (an abort cannot be survived in this one): each is
+// refused naming the table, or opens with every record intact; none aborts.
+BOOST_AUTO_TEST_CASE(no_bit_flip_in_a_tables_meta_blocks_aborts_the_open) {
+#if defined(__SANITIZE_THREAD__)
+  BOOST_TEST_MESSAGE("skipped under ThreadSanitizer: the child of a multi-threaded "
+                     "fork starts threads (RocksDB's table loaders), which TSan forbids");
+  return;
+#endif
+  AppendMany(40);
+  const std::uint64_t last = ledger->last_seq();
+  Close();  // flushed: every record is in an SST file
+  Options read_only = options;
+  read_only.read_only = true;
+  std::map<std::string, int> outcomes;
+  std::vector<std::string> failures;
+  std::vector<std::string> tables;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.path().extension() == ".sst") tables.push_back(e.path().filename().string());
+  }
+  BOOST_REQUIRE(!tables.empty());
+  for (const std::string& table : tables) {
+    const std::string path = dir + "/" + table;
+    std::string bytes;
+    {
+      std::ifstream in(path, std::ios::binary);
+      bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    BOOST_TEST(!internal::TableFileDamage(*rocksdb::FileSystem::Default(), path).has_value());
+    const std::size_t from = bytes.size() > 160 ? bytes.size() - 160 : 0;
+    for (std::size_t at = from; at < bytes.size(); ++at) {
+      for (int bit = 0; bit < 8; ++bit) {
+        std::string damaged = bytes;
+        damaged[at] = static_cast<char>(damaged[at] ^ (1 << bit));
+        std::ofstream(path, std::ios::binary | std::ios::trunc) << damaged;
+        const pid_t child = ::fork();
+        BOOST_REQUIRE(child >= 0);
+        if (child == 0) {  // RocksDB's own abort must kill the child, not longjmp
+          for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL}) ::signal(sig, SIG_DFL);
+          ::alarm(60);
+          auto opened = Ledger::Open(dir, read_only);
+          if (!opened) {
+            _exit(opened.error().message().find(table) != std::string::npos ? 10 : 11);
+          }
+          std::uint64_t visited = 0;
+          const Status s = (*opened)->Scan({}, [&](const RecordView&) {
+            ++visited;
+            return Status::OK();
+          });
+          _exit(s.ok() && visited == last ? 0 : 12);
+        }
+        int status = 0;
+        BOOST_REQUIRE(::waitpid(child, &status, 0) == child);
+        const std::string outcome =
+            WIFSIGNALED(status)              ? "killed by signal " + std::to_string(WTERMSIG(status))
+            : WEXITSTATUS(status) == 0  ? "harmless"
+            : WEXITSTATUS(status) == 10 ? "refused naming the table"
+            : WEXITSTATUS(status) == 11 ? "refused without naming the table"
+            : WEXITSTATUS(status) == 12 ? "opened with different records"
+                                        : "exit " + std::to_string(WEXITSTATUS(status));
+        ++outcomes[outcome];
+        if (outcome != "harmless" && outcome != "refused naming the table") {
+          failures.push_back(table + " offset " + std::to_string(at) + " bit " +
+                             std::to_string(bit) + ": " + outcome);
+        }
+      }
+    }
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  }
+  std::ostringstream summary;
+  for (const auto& [what, n] : outcomes) summary << " " << what << ": " << n << ";";
+  BOOST_TEST_MESSAGE("bit flips in the last 160 bytes of " << tables.size()
+                                                           << " tables:" << summary.str());
+  BOOST_TEST(failures.empty(), failures.size() << " flips neither refused nor harmless, e.g. "
+                                               << (failures.empty() ? "" : failures.front()));
+  BOOST_TEST(outcomes["refused naming the table"] > 0);
+  BOOST_TEST(Ledger::Open(dir, read_only).has_value());  // every table restored
+}
+
+// The table check computes each checksum RocksDB can write (table/format.cc): it
+// accepts RocksDB's own tables written with each, and a table whose footer names a
+// different checksum type is refused.
+BOOST_AUTO_TEST_CASE(the_table_check_verifies_every_checksum_type_rocksdb_writes) {
+  const std::vector<std::pair<rocksdb::ChecksumType, std::string>> types = {
+      {rocksdb::kCRC32c, "crc32c"},
+      {rocksdb::kxxHash, "xxhash"},
+      {rocksdb::kxxHash64, "xxhash64"},
+      {rocksdb::kXXH3, "xxh3"}};
+  for (const auto& [type, name] : types) {
+    BOOST_TEST_CONTEXT(name) {
+      rocksdb::BlockBasedTableOptions table;
+      table.checksum = type;
+      table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));  // one more meta block
+      rocksdb::Options o;
+      o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+      rocksdb::SstFileWriter writer(rocksdb::EnvOptions(), o);
+      const std::string path = tmp.path() + "/" + name + ".sst";
+      BOOST_REQUIRE(writer.Open(path).ok());
+      for (int i = 0; i < 500; ++i) {
+        char key[16];
+        std::snprintf(key, sizeof key, "key%06d", i);
+        BOOST_REQUIRE(writer.Put(key, std::string(40, static_cast<char>('a' + i % 26))).ok());
+      }
+      BOOST_REQUIRE(writer.Finish().ok());
+      auto& fs = *rocksdb::FileSystem::Default();
+      const auto damage = internal::TableFileDamage(fs, path);
+      BOOST_TEST(!damage.has_value(), damage.value_or(""));
+      std::string bytes;
+      {
+        std::ifstream in(path, std::ios::binary);
+        bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      }
+      for (const auto& [other, other_name] : types) {
+        if (other == type) continue;
+        std::string relabeled = bytes;
+        relabeled[relabeled.size() - 53] = static_cast<char>(other);  // the footer's first byte
+        std::ofstream(path, std::ios::binary | std::ios::trunc) << relabeled;
+        const auto bad = internal::TableFileDamage(fs, path);
+        BOOST_TEST((bad.has_value() && bad->find("checksum mismatch") != std::string::npos),
+                   other_name << ": " << bad.value_or("accepted"));
+      }
+      bytes[bytes.size() - 53] = 0;  // kNoChecksum: RocksDB would verify nothing
+      std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+      const auto none = internal::TableFileDamage(fs, path);
+      BOOST_TEST((none.has_value() && none->find("checksum type 0") != std::string::npos),
+                 none.value_or("accepted"));
+    }
+  }
 }
 
 BOOST_AUTO_TEST_CASE(crc32c_matches_the_standard_check_value) {
