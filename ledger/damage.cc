@@ -1,12 +1,5 @@
-// Naming the damaged file after RocksDB refused a ledger (ledger/damage.h).
-//
-// The WAL walk follows RocksDB's log format (db/log_format.h, db/log_writer.cc of
-// RocksDB 7.8): the file is a sequence of 32 KiB blocks; each holds physical records
-// with a 7-byte header — masked CRC32C (4 bytes LE), payload length (2 bytes LE),
-// type (1 byte) — or an 11-byte one for the recyclable types, which add the log
-// number (4 bytes) to the header and to the checksum. The checksum covers the type
-// byte, the log number if any, and the payload. A block's last < header-size bytes are
-// zero padding; a zero header (type 0, length 0) is preallocated space.
+// Naming the damaged file after RocksDB refused a ledger (ledger/damage.h). The WAL
+// walk is ledger/wal_file.h's; the SST check ledger/table_check.h's.
 
 #include "ledger/damage.h"
 
@@ -15,92 +8,42 @@
 #include <rocksdb/sst_file_reader.h>
 
 #include <algorithm>
-#include <array>
 #include <cstdio>
 #include <vector>
 
 #include "ledger/table_check.h"
+#include "ledger/wal_file.h"
 
 namespace patledger::ledger::internal {
 namespace {
 
-constexpr std::size_t kBlockSize = 32768;
-constexpr std::size_t kHeaderSize = 7;
-constexpr std::size_t kRecyclableHeaderSize = 11;
-constexpr std::uint8_t kZeroType = 0;
-constexpr std::uint8_t kRecyclableFullType = 5;
-constexpr std::uint8_t kSetCompressionType = 9;
-constexpr std::uint8_t kMaxKnownType = 11;  // newer releases' timestamp-size records
-constexpr std::uint32_t kMaskDelta = 0xa282ead8u;
 constexpr std::size_t kMaxReported = 4;
-
-constexpr std::array<std::uint32_t, 256> MakeTable() {
-  std::array<std::uint32_t, 256> t{};
-  for (std::uint32_t i = 0; i < 256; ++i) {
-    std::uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82f63b78u : c >> 1;
-    t[i] = c;
-  }
-  return t;
-}
-constexpr std::array<std::uint32_t, 256> kTable = MakeTable();
-
-std::uint32_t Le32(const char* p) {
-  return static_cast<std::uint32_t>(static_cast<std::uint8_t>(p[0])) |
-         static_cast<std::uint32_t>(static_cast<std::uint8_t>(p[1])) << 8 |
-         static_cast<std::uint32_t>(static_cast<std::uint8_t>(p[2])) << 16 |
-         static_cast<std::uint32_t>(static_cast<std::uint8_t>(p[3])) << 24;
-}
-
-std::uint32_t Unmask(std::uint32_t masked) {
-  const std::uint32_t rot = masked - kMaskDelta;
-  return (rot >> 17) | (rot << 15);
-}
 
 }  // namespace
 
-std::uint32_t Crc32c(std::uint32_t crc, std::string_view data) {
-  crc = ~crc;
-  for (char ch : data) crc = kTable[(crc ^ static_cast<std::uint8_t>(ch)) & 0xff] ^ (crc >> 8);
-  return ~crc;
-}
-
 std::optional<std::string> FirstBadWalRecord(std::string_view wal) {
-  std::size_t at = 0;
-  while (at < wal.size()) {
-    const std::size_t block_left = kBlockSize - at % kBlockSize;
-    if (block_left < kHeaderSize) {  // trailer padding
-      at += block_left;
-      continue;
-    }
+  WalWalker walk(wal);
+  WalPiece p;
+  while (walk.Next(&p)) {
     const auto bad = [&](const std::string& what) {
-      return "record at offset " + std::to_string(at) + ": " + what;
+      return "record at offset " + std::to_string(p.offset) + ": " + what;
     };
-    if (wal.size() - at < kHeaderSize) return bad("cut inside its header");
-    const char* h = wal.data() + at;
-    const std::size_t length = static_cast<std::uint8_t>(h[4]) |
-                               static_cast<std::size_t>(static_cast<std::uint8_t>(h[5])) << 8;
-    const auto type = static_cast<std::uint8_t>(h[6]);
-    if (type == kZeroType && length == 0 && Le32(h) == 0) {  // preallocated: skip the block
-      at += block_left;
-      continue;
+    switch (p.kind) {
+      case WalPiece::kPadding:
+      case WalPiece::kPreallocated:
+        break;
+      case WalPiece::kCutShort:
+        if (!p.header_whole) return bad("cut inside its header");
+        return bad("cut short (" + std::to_string(wal.size() - p.offset) + " bytes)");
+      case WalPiece::kPastBlock:
+        return bad("length runs past its 32 KiB block");
+      case WalPiece::kRecord:
+        if (p.type > kWalMaxKnownType) {
+          return bad("unknown record type " + std::to_string(p.type));
+        }
+        if (!p.checksum_ok) return bad("checksum mismatch");
+        break;
     }
-    if (type > kMaxKnownType) return bad("unknown record type " + std::to_string(type));
-    const bool recyclable = type >= kRecyclableFullType && type != kSetCompressionType &&
-                            type < 10;
-    const std::size_t header = recyclable ? kRecyclableHeaderSize : kHeaderSize;
-    if (header > block_left || header + length > block_left) {
-      return bad("length " + std::to_string(length) + " runs past its 32 KiB block");
-    }
-    if (wal.size() - at < header + length) {
-      return bad("cut short (" + std::to_string(wal.size() - at) + " of " +
-                 std::to_string(header + length) + " bytes)");
-    }
-    std::uint32_t crc = Crc32c(0, wal.substr(at + 6, 1));
-    if (recyclable) crc = Crc32c(crc, wal.substr(at + kHeaderSize, 4));
-    crc = Crc32c(crc, wal.substr(at + header, length));
-    if (Unmask(Le32(h)) != crc) return bad("checksum mismatch");
-    at += header + length;
   }
   return std::nullopt;
 }

@@ -3,8 +3,8 @@
 // RocksDB's refusal does not always say which file is damaged: a bad WAL record is
 // "Corruption: checksum mismatch", and some SST damage is reported against the
 // MANIFEST that lists the file. After such a refusal the ledger checks its files one
-// by one — every SST with SstFileReader::VerifyChecksum, every WAL record by record
-// (RocksDB's log format: 32 KiB blocks of CRC32C-checked physical records) — and
+// by one — every SST with its own table check (ledger/table_check.h) and
+// SstFileReader::VerifyChecksum, every WAL record by record (ledger/wal_file.h) — and
 // names what it finds, with the offset of the first bad WAL record
 // (docs/RELIABILITY.md, F2).
 #pragma once
@@ -33,8 +33,5 @@ std::string DescribeDamagedFiles(rocksdb::Env* env, const std::string& dir,
 // "record at offset N: <what>", or nullopt if every record checks. A torn last record
 // counts as damage here: this runs only after RocksDB refused the ledger.
 std::optional<std::string> FirstBadWalRecord(std::string_view wal);
-
-// CRC32C (Castagnoli), as RocksDB's util/crc32c.h computes it; exposed for the tests.
-std::uint32_t Crc32c(std::uint32_t crc, std::string_view data);
 
 }  // namespace patledger::ledger::internal

@@ -21,7 +21,7 @@
 #include <array>
 #include <string_view>
 
-#include "ledger/damage.h"
+#include "ledger/wal_file.h"  // Crc32c
 
 namespace patledger::ledger::internal {
 namespace {

@@ -1912,9 +1912,8 @@ std::string Batch(std::uint64_t seq, std::size_t value_size) {
 }
 
 std::optional<internal::WalTail> Torn(const std::string& bytes) {
-  std::istringstream in(bytes);
   internal::WalTail tail;
-  if (!internal::TornTail(in, &tail)) return std::nullopt;
+  if (!internal::TornTail(bytes, &tail)) return std::nullopt;
   return tail;
 }
 

@@ -39,6 +39,7 @@
 #include "ledger/damage.h"
 #include "ledger/format.h"
 #include "ledger/table_check.h"
+#include "ledger/wal_file.h"
 #include "tests/test_util.h"
 
 extern char** environ;

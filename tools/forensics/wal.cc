@@ -3,26 +3,14 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <istream>
+#include <iterator>
+
+#include "ledger/wal_file.h"
 
 namespace patledger::forensics::internal {
 namespace {
 
-constexpr std::size_t kBlockSize = 32768;
-constexpr std::size_t kHeaderSize = 7;
-constexpr std::size_t kRecyclableHeaderSize = 11;
-
-enum RecordType : std::uint8_t {
-  kZeroType = 0,
-  kFullType = 1,
-  kFirstType = 2,
-  kMiddleType = 3,
-  kLastType = 4,
-  kRecyclableFullType = 5,
-  kRecyclableFirstType = 6,
-  kRecyclableMiddleType = 7,
-  kRecyclableLastType = 8,
-};
+using ledger::internal::WalPiece;
 
 bool GetVarint32(const std::string& s, std::size_t* pos, std::uint32_t* v) {
   std::uint32_t result = 0;
@@ -73,93 +61,68 @@ std::vector<std::uint64_t> SeqsInBatch(const std::string& batch) {
 
 }  // namespace
 
-bool TornTail(std::istream& in, WalTail* tail) {
+bool TornTail(std::string_view wal, WalTail* tail) {
   std::string pending;  // payload of the logical record being assembled
   bool fragmented = false;
   bool torn = false;
-  bool ended = false;
   std::uint64_t record_start = 0;
-  std::uint64_t block_offset = 0;
-  std::string block(kBlockSize, '\0'), next(kBlockSize, '\0');
-  auto fill = [&in](std::string* b) {
-    in.read(b->data(), static_cast<std::streamsize>(kBlockSize));
-    return static_cast<std::size_t>(in.gcount());
-  };
-  std::size_t n = fill(&block);
-  std::uint64_t size = n;
-  while (n > 0 && !torn && !ended) {
-    const std::size_t next_n = n == kBlockSize ? fill(&next) : 0;
-    size += next_n;
-    const bool last = next_n == 0;
-    std::size_t pos = 0;
-    while (pos < n) {
-      if (n - pos < kHeaderSize) {
-        // The zero trailer of a block, or a header cut off by the end of the file.
-        const bool zeros = std::all_of(block.begin() + static_cast<std::ptrdiff_t>(pos),
-                                       block.begin() + static_cast<std::ptrdiff_t>(n),
-                                       [](char c) { return c == 0; });
-        if (last && (!zeros || fragmented)) {
-          if (!fragmented) record_start = block_offset + pos;
-          torn = true;
-        }
-        break;
+  ledger::internal::WalWalker walk(wal);
+  ledger::internal::WalPiece p;
+  while (!torn && walk.Next(&p)) {
+    if (p.kind == WalPiece::kPreallocated) break;  // never written: the log ends here
+    if (p.kind == WalPiece::kPadding) {
+      // A block's zero trailer; at the end of the file, garbage or an unfinished record
+      // is a cut.
+      if (walk.AtEnd() && (!p.zeros || fragmented)) {
+        if (!fragmented) record_start = p.offset;
+        torn = true;
       }
-      const auto* h = reinterpret_cast<const std::uint8_t*>(block.data() + pos);
-      const std::size_t length = h[4] | (static_cast<std::size_t>(h[5]) << 8);
-      const std::uint8_t type = h[6];
-      if (type == kZeroType && length == 0) {
-        // Preallocated space that was never written: the log ends here.
-        torn = fragmented;
-        ended = true;
-        break;
+      continue;
+    }
+    if (p.kind == WalPiece::kCutShort && !p.header_whole) {
+      // A header cut off by the end of the file (zeros: preallocated space).
+      if (!p.zeros || fragmented) {
+        if (!fragmented) record_start = p.offset;
+        torn = true;
       }
-      const std::size_t header =
-          (type >= kRecyclableFullType && type <= kRecyclableLastType)
-              ? kRecyclableHeaderSize
-              : kHeaderSize;
-      const bool starts = type == kFullType || type == kFirstType ||
-                          type == kRecyclableFullType || type == kRecyclableFirstType;
-      if (starts) {
+      break;
+    }
+    const bool starts = ledger::internal::StartsLogicalRecord(p.type);
+    if (starts) {
+      pending.clear();
+      fragmented = false;
+      record_start = p.offset;
+    }
+    if (p.kind != WalPiece::kRecord) {  // cut short, or running past its block
+      pending.append(p.payload);
+      if (!starts && !fragmented) record_start = p.offset;
+      torn = true;
+      break;
+    }
+    switch (p.type) {
+      case ledger::internal::kWalFullType:
+      case ledger::internal::kWalRecyclableFullType:
+      case ledger::internal::kWalLastType:
+      case ledger::internal::kWalRecyclableLastType:
         pending.clear();
         fragmented = false;
-        record_start = block_offset + pos;
-      }
-      if (n - pos < header + length) {
-        // The record runs past the end of its block: the file was cut here.
-        if (n - pos > header) pending.append(block, pos + header, n - pos - header);
-        if (!starts && !fragmented) record_start = block_offset + pos;
-        torn = true;
         break;
-      }
-      switch (type) {
-        case kFullType:
-        case kRecyclableFullType:
-        case kLastType:
-        case kRecyclableLastType:
-          pending.clear();
-          fragmented = false;
-          break;
-        case kFirstType:
-        case kRecyclableFirstType:
-          pending.assign(block, pos + header, length);
-          fragmented = true;
-          break;
-        case kMiddleType:
-        case kRecyclableMiddleType:
-          if (fragmented) pending.append(block, pos + header, length);
-          break;
-        default:
-          break;  // metadata records (compression type, timestamp sizes)
-      }
-      pos += header + length;
+      case ledger::internal::kWalFirstType:
+      case ledger::internal::kWalRecyclableFirstType:
+        pending.assign(p.payload);
+        fragmented = true;
+        break;
+      case ledger::internal::kWalMiddleType:
+      case ledger::internal::kWalRecyclableMiddleType:
+        if (fragmented) pending.append(p.payload);
+        break;
+      default:
+        break;  // metadata records (compression type, timestamp sizes)
     }
-    if (last && fragmented && !ended) torn = true;
-    block.swap(next);
-    block_offset += n;
-    n = next_n;
   }
+  if (fragmented) torn = true;  // the log ends inside a fragmented record
   if (!torn) return false;
-  tail->file_size = size;
+  tail->file_size = wal.size();
   tail->offset = record_start;
   tail->seqs = SeqsInBatch(pending);
   return true;
@@ -179,9 +142,10 @@ Result<std::vector<WalTail>> FindTornWalTails(const std::string& dir) {
   std::sort(files.begin(), files.end());
   for (const fs::path& path : files) {
     std::ifstream in(path, std::ios::binary);
+    const std::string wal{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
     if (!in) return Err(Status::IOError("cannot read " + path.string()));
     WalTail tail;
-    if (TornTail(in, &tail)) {
+    if (TornTail(wal, &tail)) {
       tail.file = path.filename().string();
       out.push_back(std::move(tail));
     }

@@ -5,11 +5,9 @@
 // WAL whose last record was cut off (a crash during a write that was never
 // acknowledged, or a truncated file) opens silently without that write: the log just
 // ends earlier. Nothing inside the events tells; the physical WAL file does. This
-// reads the files (read-only) in RocksDB's log format — 32 KiB blocks of records with
-// a 7-byte header (checksum u32, length u16 LE, type u8; 11 bytes for the recyclable
-// types), a logical record split into first/middle/last fragments — and reports a file
-// whose last logical record is incomplete, with the ledger sequence numbers of the
-// events visible in the part that is there (WriteBatch: seq u64, count u32, then
+// walks the files (read-only) in RocksDB's log format (ledger/wal_file.h) and reports
+// a file whose last logical record is incomplete, with the ledger sequence numbers of
+// the events visible in the part that is there (WriteBatch: seq u64, count u32, then
 // tagged column-family puts whose 8-byte keys are ledger seqs).
 //
 // A truncation exactly at a record boundary leaves no torn record: only a head kept
@@ -17,7 +15,7 @@
 #pragma once
 
 #include <cstdint>
-#include <istream>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -35,8 +33,7 @@ struct WalTail {
 // Every *.log file of `dir` whose last record is incomplete.
 Result<std::vector<WalTail>> FindTornWalTails(const std::string& dir);
 
-// The same check on one WAL file's bytes, read block by block (memory: two blocks and
-// the record being assembled).
-bool TornTail(std::istream& in, WalTail* tail);
+// The same check on one WAL file's bytes.
+bool TornTail(std::string_view wal, WalTail* tail);
 
 }  // namespace patledger::forensics::internal
