@@ -17,11 +17,14 @@
 #     and 80% of our median max, against ours and against nginx at the same rates.
 #
 # Fairness on 2 cores: serve --threads 1 (one I/O thread) vs nginx worker_processes 1;
-# wrk/loadgen (1 thread) share the machine. Both log each request: serve to
-# --access-log /dev/null, nginx access_log /dev/null. Change with --threads.
+# wrk/loadgen (1 thread). Both log each request: serve to --access-log /dev/null, nginx
+# access_log /dev/null. Change with --threads.
+# --pin (with 2 or more CPUs): the server under test (every serve thread, once it is
+# ready; nginx) on CPU 0 and the load client on CPU 1 (taskset), so neither takes the
+# other's core; without it they share the machine.
 #
 # usage: bench/http_bench.sh [--tokens N] [--reps R] [--duration S] [--threads N]
-#                            [--build DIR] [--ledger-dir DIR] [--smoke] [--help]
+#                            [--pin] [--build DIR] [--ledger-dir DIR] [--smoke] [--help]
 set -euo pipefail
 
 TOKENS=10000000
@@ -33,6 +36,7 @@ LEDGER_DIR=
 PORT=${PORT:-18080}
 NGINX_PORT=${NGINX_PORT:-18081}
 LG_DURATION=
+PIN=0
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -40,6 +44,7 @@ while [[ $# -gt 0 ]]; do
     --reps) REPS=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
+    --pin) PIN=1; shift ;;
     --build) BUILD=$2; shift 2 ;;
     --ledger-dir) LEDGER_DIR=$2; shift 2 ;;
     --smoke) TOKENS=20000; REPS=1; DURATION=1; LG_DURATION=1; shift ;;
@@ -49,6 +54,12 @@ while [[ $# -gt 0 ]]; do
 done
 LEDGER_DIR=${LEDGER_DIR:-$BUILD/bench-data}
 LG_DURATION=${LG_DURATION:-$DURATION}
+SERVER_CPU=() CLIENT_CPU=()
+if [[ $PIN == 1 ]]; then
+  command -v taskset >/dev/null || { echo "http_bench: --pin needs taskset" >&2; exit 1; }
+  (( $(nproc) >= 2 )) || { echo "http_bench: --pin needs 2 CPUs" >&2; exit 1; }
+  SERVER_CPU=(taskset -c 0) CLIENT_CPU=(taskset -c 1)
+fi
 for tool in wrk nginx curl; do
   command -v $tool >/dev/null || { echo "http_bench: $tool is not installed" >&2; exit 1; }
 done
@@ -117,6 +128,8 @@ T0=$(date +%s.%N)
 SERVE_PID=$!
 wait_ready $PORT $SERVE_PID || { echo "http_bench: serve not ready" >&2; cat "$WORK/serve.log" >&2; exit 1; }
 READY_S=$(awk "BEGIN {printf \"%.2f\", $(date +%s.%N) - $T0}")
+# Replay ran on every core; from now on the server has CPU 0.
+[[ $PIN == 1 ]] && taskset -a -p -c 0 "$SERVE_PID" >/dev/null
 SERVE_RSS=$(rss_kb $SERVE_PID)
 REPLAY_LINE=$(grep -o 'replayed [0-9]* events in [0-9.]* ms' "$WORK/serve.log" || true)
 
@@ -147,7 +160,7 @@ http {
   }
 }
 EOF
-nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
+${SERVER_CPU[@]+"${SERVER_CPU[@]}"} nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
 NGINX_PID=$!
 for _ in $(seq 1 100); do
   [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$NGINX_PORT/") == 200 ]] && break
@@ -166,8 +179,8 @@ end
 EOF
 wrk_rps() {  # port -> prints req/s; non-2xx counts go to $WORK/non2xx
   local out
-  out=$(BENCH_TOKEN_FILE=$TOKEN_FILE wrk -t1 -c50 -d"${DURATION}s" -s "$WORK/tokens.lua" \
-        "http://127.0.0.1:$1/api/v4/auth")
+  out=$(BENCH_TOKEN_FILE=$TOKEN_FILE ${CLIENT_CPU[@]+"${CLIENT_CPU[@]}"} \
+        wrk -t1 -c50 -d"${DURATION}s" -s "$WORK/tokens.lua" "http://127.0.0.1:$1/api/v4/auth")
   echo "$out" | awk '/Non-2xx/ {print $NF}' >> "$WORK/non2xx.$1"
   echo "$out" | awk '/^Requests\/sec/ {print $2}'
 }
@@ -183,7 +196,7 @@ OURS_NON2XX=$(awk '{s += $1} END {print s + 0}' "$WORK/non2xx.$PORT" 2>/dev/null
 
 # 5. Fixed rates: 50% and 80% of our max, ours then nginx at the same rate.
 run_loadgen() {  # label port rate
-  "$BUILD/bench/loadgen" --url "http://127.0.0.1:$2/api/v4/auth" --rate "$3" \
+  ${CLIENT_CPU[@]+"${CLIENT_CPU[@]}"} "$BUILD/bench/loadgen" --url "http://127.0.0.1:$2/api/v4/auth" --rate "$3" \
     --connections 50 --threads 1 --duration "$LG_DURATION" --warmup 1 \
     --token-file "$TOKEN_FILE" --label "$1" > "$WORK/lg.$1"
 }
@@ -212,6 +225,7 @@ echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //
 echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "ledger: $SRC ($TOKENS tokens, $(wc -l < "$TOKEN_FILE") tokens presented round robin)"
 echo "serve --threads $THREADS --access-log /dev/null; nginx: 1 worker, access_log /dev/null, return 200"
+echo "cpus: $([[ $PIN == 1 ]] && echo 'pinned: servers on CPU 0, wrk/loadgen on CPU 1' || echo 'shared (not pinned)')"
 echo "wrk -t1 -c50 -d${DURATION}s, $REPS runs each, alternating (median); loadgen: 50 connections, 1 thread, ${LG_DURATION}s after 1s warmup"
 echo "serve: ready ${READY_S}s after start (${REPLAY_LINE:-replay time not logged}); VmRSS $((SERVE_RSS / 1024)) MB (empty ledger: $((EMPTY_RSS / 1024)) MB)"
 echo
@@ -230,7 +244,7 @@ for i in 0 1; do
   done
 done
 echo
-P="tokens=$TOKENS threads=$THREADS"
+P="tokens=$TOKENS threads=$THREADS pinned=$PIN"
 result max_rps "$P" "$OURS_MAX" "$NGINX_MAX" req/s higher
 for i in 0 1; do
   for k in p50_ms p99_ms p999_ms; do
