@@ -959,7 +959,7 @@ Status Ledger::ScanBatches(
   // The checks are Scan's, in the same order; the chain runs in `pipeline`.
   internal::RecordVerifier verifier(internal::RecordVerifier::Chain::kDeferred);
   internal::ScanPipeline pipeline(options.from_seq, visit);
-  const Status damage = [&]() -> Status {
+  const auto read = [&]() -> Status {
     RecordView view;
     std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator(ro, d.events()));
     for (it->SeekToFirst(); it->Valid() && !pipeline.stopped(); it->Next()) {
@@ -976,17 +976,17 @@ Status Ledger::ScanBatches(
       PATLEDGER_RETURN_IF_ERROR(verifier.CheckRecord(seq, copy, &view));
       pipeline.Commit(view);
     }
-    if (pipeline.stopped()) return Status::OK();  // Finish returns why
+    if (pipeline.stopped()) return Status::OK();  // Run returns why
     if (!it->status().ok()) {
       return FromRocks(it->status(), "seq " + std::to_string(verifier.expected_seq()) +
                                          ": reading events");
     }
     return Status::OK();
-  }();
-  // The pipeline's error concerns a record before any the reader found damaged.
+  };
+  // The consumer's error concerns a record before any the reader found damaged: Run
+  // returns it first.
   internal::ChainChecker chain;
-  PATLEDGER_RETURN_IF_ERROR(pipeline.Finish(&chain));
-  PATLEDGER_RETURN_IF_ERROR(damage);
+  PATLEDGER_RETURN_IF_ERROR(pipeline.Run(read, &chain));
   if (options.to_seq >= head_seq) {
     verifier.AdoptChain(chain);
     return verifier.CheckEnd(head_seq, head_chain);

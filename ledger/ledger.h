@@ -128,12 +128,10 @@ class Ledger {
 
   // Like Scan with keep_going false — the same checks, the same records visited in
   // the same order, the same result for any ledger and visitor — but on two threads:
-  // the calling thread reads each record and checks all but the chain; a second
+  // a second thread reads each record and checks all but the chain; the calling
   // thread checks the chain and calls `visit` with runs of consecutive verified
-  // records (valid only during the call). `visit` runs on that second thread, one
-  // call at a time, and everything it did is visible to the caller when ScanBatches
-  // returns. For replay, where reading and applying then overlap. kInvalidArgument
-  // if options.keep_going.
+  // records (valid only during the call), one call at a time. For replay, where
+  // reading and applying then overlap. kInvalidArgument if options.keep_going.
   Status ScanBatches(const ScanOptions& options,
                      const std::function<Status(std::span<const RecordView>)>& visit) const;
 

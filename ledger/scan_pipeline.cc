@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 
 namespace patledger::ledger::internal {
 namespace {
@@ -23,6 +24,7 @@ static_assert(kBatchBytes % sizeof(std::uint64_t) == 0 && kBatches >= 2,
 
 ScanPipeline::ScanPipeline(std::uint64_t from_seq, const Visitor& visit)
     : from_seq_(from_seq), visit_(visit) {
+  free_.reserve(kBatches);  // never grows: Consume's push_back cannot throw
   for (std::size_t i = 0; i < kBatches; ++i) {
     auto b = std::make_unique<Batch>();
     b->arena.resize(kBatchBytes / sizeof(std::uint64_t));
@@ -31,20 +33,34 @@ ScanPipeline::ScanPipeline(std::uint64_t from_seq, const Visitor& visit)
   }
   filling_ = std::move(free_.back());
   free_.pop_back();
-  consumer_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "ledger-chain");  // for top, perf, gdb
-    Consume();
-  });
 }
 
-ScanPipeline::~ScanPipeline() {
-  if (finished_) return;
-  ChainChecker ignored;
+Status ScanPipeline::Run(const std::function<Status()>& read, ChainChecker* chain) {
+  std::thread reader([this, &read] {
+    pthread_setname_np(pthread_self(), "ledger-read");  // for top, perf, gdb
+    Read(read);
+  });
+  Consume();  // keeps the visitor's exceptions in exception_: never throws
+  reader.join();
+  if (exception_) std::rethrow_exception(exception_);
+  if (!error_.ok()) return error_;
+  if (read_exception_) std::rethrow_exception(read_exception_);
+  *chain = chain_;
+  return damage_;
+}
+
+void ScanPipeline::Read(const std::function<Status()>& read) {
   try {
-    (void)Finish(&ignored);
+    damage_ = read();
   } catch (...) {
-    // The reader is already unwinding or returning an earlier error.
+    read_exception_ = std::current_exception();
   }
+  {
+    std::lock_guard lock(mu_);
+    if (!filling_->records.empty()) full_.push_back(std::move(filling_));
+    end_ = true;
+  }
+  work_.notify_one();
 }
 
 std::string_view ScanPipeline::Stage(std::string_view value) {
@@ -82,23 +98,6 @@ void ScanPipeline::Hand(std::unique_ptr<Batch> batch) {
   room_.wait(lock, [&] { return !free_.empty(); });
   filling_ = std::move(free_.back());
   free_.pop_back();
-}
-
-Status ScanPipeline::Finish(ChainChecker* chain) {
-  if (!finished_) {
-    finished_ = true;
-    {
-      std::lock_guard lock(mu_);
-      if (!filling_->records.empty()) full_.push_back(std::move(filling_));
-      end_ = true;
-    }
-    work_.notify_one();
-    consumer_.join();
-  }
-  if (exception_) std::rethrow_exception(exception_);
-  if (!error_.ok()) return error_;
-  *chain = chain_;
-  return Status::OK();
 }
 
 void ScanPipeline::Consume() {

@@ -18,8 +18,8 @@
 // each one means the ledger was tampered with or a bug; it is never skipped.
 //
 // Thread safety: Apply, ApplyBatch and OnCommitted REQUIRE one thread at a time: the
-// ledger's commit leader, or Replay's applying thread (the second thread of
-// Ledger::ScanBatches) before anyone reads. Readers may call every
+// ledger's commit leader, or Replay's thread (the visitor of Ledger::ScanBatches)
+// before anyone reads. Readers may call every
 // const method concurrently with Apply: the index and user flags are lock-free; the
 // catalog accessors take a shared lock and return copies.
 #pragma once

@@ -1200,7 +1200,7 @@ BOOST_AUTO_TEST_CASE(missing_last_record_fails_open_naming_both_seqs) {
   BOOST_TEST(s.message().find("seq 9") != std::string::npos, s.ToString());
 }
 
-// ScanBatches runs the chain on a second thread, a few batches behind the reading
+// ScanBatches runs the chain on the calling thread, a few batches behind its reading
 // thread; these cases span several batches (a batch is at most 512 records).
 
 BOOST_AUTO_TEST_CASE(batched_scan_reports_an_early_chain_mismatch_before_later_damage) {
