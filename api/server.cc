@@ -69,13 +69,6 @@ bool BodylessStatus(unsigned status) {
   return status / 100 == 1 || status == 204 || status == 304;
 }
 
-// Whether a request may append to the ledger, and so wait for synced writes: every
-// method but GET and HEAD. No GET or HEAD route writes (api/handler.cc; nothing records
-// a token's last use), so authentications never leave their worker.
-bool MayWrite(http::verb method) {
-  return method != http::verb::get && method != http::verb::head;
-}
-
 // Handler::Handle promises not to throw; a transport must not trust that.
 Response HandleSafely(const Handler& handler, const Request& req, Exchange* exchange) {
   try {
@@ -282,7 +275,7 @@ class Server::Worker::Session {
     exchange_.now_us = 0;
     exchange_.user_id = 0;
     exchange_.token_id = 0;
-    if (MayWrite(req.method())) return HandOff();
+    if (Handler::MayWrite(req)) return HandOff();  // never an authentication
     response_ = HandleSafely(w_.server_.handler_, req, &exchange_);
     Respond();
   }

@@ -36,16 +36,17 @@
 // for up to 2 s ("lingering close"), so the client reads the response instead of a
 // connection reset.
 //
-// Handler calls: GET and HEAD requests (authentication, reads) are handled directly
-// on the I/O thread: they are fast and never wait for a sync. Every other method may
-// append to the ledger and wait for its synced writes (WAL, head journal), so it is
-// handed to a small writer pool (options.writer_threads) and the answer is posted back
-// to the connection's worker, which writes it: a slow disk never holds up the other
-// connections of that worker (docs/RELIABILITY.md, F6). The connection reads nothing
-// more meanwhile (pipelined requests stay in order). read_timeout does not close it
-// while its request is in the pool (the wait is the disk's, not the client's, and the
-// answer may carry a token shown once); the end of Stop's grace does, and the
-// connection is then freed when the answer comes back.
+// Handler calls: GET and HEAD requests and forward auth (authentication, reads) are
+// handled directly on the I/O thread: they are fast and never wait for a sync. Every
+// other request may append to the ledger and wait for its synced writes (WAL, head
+// journal; Handler::MayWrite), so it is handed to a small writer pool
+// (options.writer_threads) and the answer is posted back to the connection's worker,
+// which writes it: a slow disk never holds up the other connections of that worker
+// (docs/RELIABILITY.md, F6). The connection reads nothing more meanwhile (pipelined
+// requests stay in order). read_timeout does not close it while its request is in the
+// pool (the wait is the disk's, not the client's, and the answer may carry a token
+// shown once); the end of Stop's grace does, and the connection is then freed when the
+// answer comes back.
 //
 // Access log (options.access_log): one line per answered request, never a header or a
 // body, the target filtered by api::FilteredTarget:
@@ -85,9 +86,9 @@ struct ServerOptions {
   std::string host = "127.0.0.1";  // an IP address (v4 or v6) or a resolvable name
   std::uint16_t port = 8080;       // 0: the kernel picks a free port (see Server::port)
   int threads = 0;                 // 0: std::thread::hardware_concurrency()
-  // Threads that handle the requests which may write to the ledger (every method but
-  // GET and HEAD), each waiting for a group-committed synced write; concurrent ones
-  // share one sync. 0: twice `threads` (as resolved), at least 4.
+  // Threads that handle the requests which may write to the ledger (Handler::MayWrite:
+  // all but GET, HEAD and forward auth), each waiting for a group-committed synced
+  // write; concurrent ones share one sync. 0: twice `threads` (as resolved), at least 4.
   int writer_threads = 0;
   std::size_t max_connections = 10000;
   std::size_t max_body_bytes = 64 * 1024;
