@@ -174,9 +174,9 @@ int Serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
       "HOST:PORT or [IPv6]:PORT to listen on (port 0: any free port)")(
       "threads", po::value(&threads)->default_value(0), "I/O threads (0: one per core)")(
       "writer-threads", po::value(&writer_threads)->default_value(0),
-      "threads for the requests that may write to the ledger (every method but GET "
-      "and HEAD): they wait for the synced writes there, not on an I/O thread, so a "
-      "slow disk does not hold up authentications (0: twice --threads, at least 4)")(
+      "threads for the requests that may write to the ledger (all but GET, HEAD and "
+      "forward auth): they wait for the synced writes there, not on an I/O thread, so "
+      "a slow disk does not hold up authentications (0: twice --threads, at least 4)")(
       "max-connections", po::value(&max_connections)->default_value(max_connections),
       "open connections beyond this are closed at once")(
       "access-log", po::value(&access_log)->default_value("-"),
