@@ -560,10 +560,12 @@ BOOST_FIXTURE_TEST_SUITE(server_held_disk, HeldDiskFixture)
 // F6 (docs/RELIABILITY.md): a write used to wait for its syncs on its worker thread, and
 // every other connection of that worker with it. One worker, two connections: the
 // disk is released only once the authentications have been answered, so they cannot
-// be waiting behind the write.
+// be waiting behind the write. With one writer thread, which the write holds, a
+// forward auth by POST is answered only if it, too, stays on the worker.
 BOOST_AUTO_TEST_CASE(auth_is_answered_while_a_write_on_its_thread_waits_for_the_disk) {
   ServerOptions o;
   o.threads = 1;
+  o.writer_threads = 1;
   StartServer(o);
   Client writer(port());
   Client reader(port());
@@ -583,6 +585,11 @@ BOOST_AUTO_TEST_CASE(auth_is_answered_while_a_write_on_its_thread_waits_for_the_
   BOOST_TEST(self->result_int() == 200u);
   BOOST_TEST(self->body().find("\"id\":" + std::to_string(root_token_id_) + ",") !=
              std::string::npos);
+  reader.Send(RawRequest("POST", "/api/v4/auth?scope=api",
+                         "PRIVATE-TOKEN: " + root_token_ + "\r\nContent-Length: 0\r\n"));
+  auto posted = reader.Read();
+  BOOST_TEST_REQUIRE(posted.has_value(), Why(posted, reader));
+  BOOST_TEST(posted->result_int() == 200u);
   BOOST_TEST(disk->holding());  // the write is still waiting: the reads went first
 
   disk->Release();
