@@ -916,6 +916,15 @@ Response Handler::Handle(const Request& request, Exchange* exchange) const {
   }
 }
 
+bool Handler::MayWrite(const Request& request) {
+  const http::verb method = request.method();
+  if (method == http::verb::get || method == http::verb::head) return false;
+  // Route's "auth" under kApi, spelled plainly; other spellings (//auth) count as writes.
+  constexpr std::string_view kForwardAuth = "/api/v4/auth";
+  const std::string_view target = request.target();
+  return target.substr(0, target.find('?')) != kForwardAuth;
+}
+
 std::string FilteredTarget(std::string_view target) {
   std::string out;
   out.reserve(target.size());

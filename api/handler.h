@@ -67,6 +67,14 @@ class Handler {
   // Answers one request. Never throws; keep-alive and version follow the request.
   Response Handle(const Request& request, Exchange* exchange) const;
 
+  // Whether answering `request` may append to the ledger, and so wait for synced
+  // writes: true unless it is a GET or HEAD (no route writes on them, and a token's last
+  // use is not recorded) or forward auth by any method (gateways that pass the client's
+  // method on send POST; it only reads). The server handles those on its I/O threads
+  // and the others on its writer pool (api/server.h). When unsure, true: that is slower,
+  // never wrong.
+  static bool MayWrite(const Request& request);
+
   // The failed-authentication ban's table (for its statistics, and tests).
   const AuthThrottle& throttle() const { return *throttle_; }
 

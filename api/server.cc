@@ -6,6 +6,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/string.hpp>
@@ -41,6 +42,9 @@ constexpr std::size_t kLingerMaxBytes = 1 << 20;
 constexpr std::size_t kMinRead = 4096;
 // A worker writes its access-log batch at once beyond this size.
 constexpr std::size_t kLogFlushBytes = 64 * 1024;
+// The writer pool's size when options.writer_threads is 0: twice the I/O threads, at
+// least this many (see ServerOptions::writer_threads).
+constexpr std::size_t kMinWriterThreads = 4;
 
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -63,6 +67,23 @@ std::string EndpointText(const tcp::endpoint& ep) {
 
 bool BodylessStatus(unsigned status) {
   return status / 100 == 1 || status == 204 || status == 304;
+}
+
+// Handler::Handle promises not to throw; a transport must not trust that.
+Response HandleSafely(const Handler& handler, const Request& req, Exchange* exchange) {
+  try {
+    return handler.Handle(req, exchange);
+  } catch (...) {
+    Response res(http::status::internal_server_error, req.version());
+    res.set(http::field::content_type, "application/json");
+    res.body() = R"({"message":"500 Internal Server Error"})";
+    return res;
+  }
+}
+
+std::size_t WriterThreads(const ServerOptions& o, std::size_t io_threads) {
+  if (o.writer_threads > 0) return static_cast<std::size_t>(o.writer_threads);
+  return std::max<std::size_t>(kMinWriterThreads, 2 * io_threads);
 }
 
 }  // namespace
@@ -121,7 +142,10 @@ class Server::Worker {
 // completion handler either starts the next one or destroys the session, so the
 // session is destroyed exactly once, from a completion handler (or by the worker's
 // destructor once its io_context has stopped). The worker's tick only closes the
-// socket, which completes the pending operation with an error.
+// socket, which completes the pending operation with an error. A request handed to
+// the writer pool (HandOff) is such an operation too: its completion is the answer
+// posted back to this worker, and closing the socket meanwhile does not end it, so
+// the session (whose parser owns the request the pool reads) outlives the hand-off.
 class Server::Worker::Session {
  public:
   Session(Worker& worker, tcp::socket socket)
@@ -138,8 +162,12 @@ class Server::Worker::Session {
   }
 
   // Closes the socket if the deadline has passed (or `force`), which ends the session.
+  // Not a request in the writer pool, unless forced: the deadline is for slow clients,
+  // and that request is waiting on our disk, maybe writing a token whose secret its
+  // answer shows once. (Stop's grace may still run out: the session then ends when the
+  // answer comes back.)
   void Expire(SteadyClock::time_point now, bool force) {
-    if (closed_ || (!force && now < deadline_)) return;
+    if (closed_ || (!force && (now < deadline_ || phase_ == Phase::kHandling))) return;
     closed_ = true;
     error_code ignored;
     socket_.close(ignored);
@@ -157,6 +185,7 @@ class Server::Worker::Session {
   enum class Phase {
     kIdle,       // waiting for the first byte of a request
     kReading,    // a request has begun
+    kHandling,   // the request is in the writer pool (HandOff)
     kWriting,    // writing a response
     kLingering,  // closing: discarding input until the client closes (see Linger)
   };
@@ -246,13 +275,36 @@ class Server::Worker::Session {
     exchange_.now_us = 0;
     exchange_.user_id = 0;
     exchange_.token_id = 0;
-    try {
-      response_ = w_.server_.handler_.Handle(req, &exchange_);
-    } catch (...) {  // Handle promises not to throw; a transport must not trust that
-      response_ = Response(http::status::internal_server_error, req.version());
-      response_.set(http::field::content_type, "application/json");
-      response_.body() = R"({"message":"500 Internal Server Error"})";
-    }
+    if (Handler::MayWrite(req)) return HandOff();  // never an authentication
+    response_ = HandleSafely(w_.server_.handler_, req, &exchange_);
+    Respond();
+  }
+
+  // A request that may append to the ledger waits for synced writes (WAL, head
+  // journal): on this thread it would hold up every other connection of the worker,
+  // authentications included (docs/RELIABILITY.md, F6). A pool thread handles it
+  // instead, reading only the request (which the parser holds unchanged until we
+  // answer) and its own copy of the Exchange, and posts the answer back here.
+  // The work guard keeps this worker's io_context running until then.
+  void HandOff() {
+    phase_ = Phase::kHandling;
+    const Handler* handler = &w_.server_.handler_;
+    const Request* req = &parser_->get();
+    asio::post(*w_.server_.writers_, [this, handler, req, exchange = exchange_,
+                                      work = asio::make_work_guard(w_.ioc_)]() mutable {
+      Response res = HandleSafely(*handler, *req, &exchange);
+      asio::post(work.get_executor(), [this, res = std::move(res),
+                                       exchange = std::move(exchange)]() mutable {
+        response_ = std::move(res);
+        exchange_ = std::move(exchange);
+        Respond();  // if the socket was closed meanwhile, the write fails and ends us
+      });
+    });
+  }
+
+  // Writes response_ (on this worker's thread, whoever handled the request).
+  void Respond() {
+    const Request& req = parser_->get();
     keep_alive_ = req.keep_alive() && response_.keep_alive() && !w_.stopping_;
     const unsigned status = response_.result_int();
     const bool with_body = !BodylessStatus(status) && req.method() != http::verb::head;
@@ -629,6 +681,7 @@ Status Server::Start() {
   for (std::size_t i = 0; i < threads; ++i) workers.push_back(std::make_unique<Worker>(*this, i));
   Status s = workers[0]->Listen(&endpoint);
   if (!s.ok()) return s;
+  writers_ = std::make_unique<asio::thread_pool>(WriterThreads(options_, threads));
   workers_ = std::move(workers);
   port_.store(endpoint.port(), std::memory_order_release);
   return Status::OK();
@@ -647,6 +700,9 @@ void Server::Run() {
   }
   workers_[0]->Run();
   for (auto& t : threads) t.join();
+  // Nothing is left in the pool (each request in it kept its worker running until its
+  // answer came back), so this only ends its threads; after it, no Handle call is left.
+  writers_->join();
 }
 
 void Server::Stop() {

@@ -6,9 +6,10 @@
 //   * One io_context per thread ("worker"). One acceptor (on worker 0) hands each new
 //     connection to the next worker, round-robin, and the connection lives on that
 //     thread for its whole life: no strand, no lock, no cross-thread hand-off on the
-//     request path. (Not SO_REUSEPORT: it would let a second server bind the same port
-//     and silently take half the connections, and its hash spreads a few long-lived
-//     keep-alive connections less evenly than round-robin does.)
+//     read path (a request that may write goes through the writer pool: "Handler
+//     calls" below). (Not SO_REUSEPORT: it would let a second server bind the same
+//     port and silently take half the connections, and its hash spreads a few
+//     long-lived keep-alive connections less evenly than round-robin does.)
 //   * Per connection, the read buffer, the response header buffer and the Exchange
 //     are reused across keep-alive requests; responses are written with one gathered
 //     write (header + body) that we serialize ourselves. What is still allocated per
@@ -35,10 +36,17 @@
 // for up to 2 s ("lingering close"), so the client reads the response instead of a
 // connection reset.
 //
-// Handler calls: Handler::Handle runs directly on the I/O thread. It is fast and does
-// not block, except for requests that write to the ledger, which wait for a synced
-// RocksDB write (group-committed): while one does, the other connections of that
-// worker wait too. Acceptable for now; a write pool is the fix if it shows.
+// Handler calls: GET and HEAD requests and forward auth (authentication, reads) are
+// handled directly on the I/O thread: they are fast and never wait for a sync. Every
+// other request may append to the ledger and wait for its synced writes (WAL, head
+// journal; Handler::MayWrite), so it is handed to a small writer pool
+// (options.writer_threads) and the answer is posted back to the connection's worker,
+// which writes it: a slow disk never holds up the other connections of that worker
+// (docs/RELIABILITY.md, F6). The connection reads nothing more meanwhile (pipelined
+// requests stay in order). read_timeout does not close it while its request is in the
+// pool (the wait is the disk's, not the client's, and the answer may carry a token
+// shown once); the end of Stop's grace does, and the connection is then freed when the
+// answer comes back.
 //
 // Access log (options.access_log): one line per answered request, never a header or a
 // body, the target filtered by api::FilteredTarget:
@@ -51,7 +59,8 @@
 //
 // Thread safety: Start, Stop, port and connections may be called from any thread
 // (Stop also from a completion handler or a signal handler's thread). Run is called
-// once, after Start. The destructor REQUIRES that Run has returned or was never called.
+// once, after Start; when it returns, no Handle call is running or left to run. The
+// destructor REQUIRES that Run has returned or was never called.
 #pragma once
 
 #include <atomic>
@@ -67,12 +76,20 @@
 #include "api/handler.h"
 #include "common/status.h"
 
+namespace boost::asio {
+class thread_pool;
+}
+
 namespace patledger::api {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";  // an IP address (v4 or v6) or a resolvable name
   std::uint16_t port = 8080;       // 0: the kernel picks a free port (see Server::port)
   int threads = 0;                 // 0: std::thread::hardware_concurrency()
+  // Threads that handle the requests which may write to the ledger (Handler::MayWrite:
+  // all but GET, HEAD and forward auth), each waiting for a group-committed synced
+  // write; concurrent ones share one sync. 0: twice `threads` (as resolved), at least 4.
+  int writer_threads = 0;
   std::size_t max_connections = 10000;
   std::size_t max_body_bytes = 64 * 1024;
   std::size_t max_header_bytes = 16 * 1024;
@@ -119,6 +136,9 @@ class Server {
   ServerOptions options_;
   const Handler& handler_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  // Handles the requests that may write (see "Handler calls"). Created by Start; joined
+  // by Run after the workers; declared after workers_ so it is destroyed before them.
+  std::unique_ptr<boost::asio::thread_pool> writers_;
   std::atomic<std::uint16_t> port_{0};
   std::atomic<bool> stopping_{false};
   // Every open connection on every worker, against max_connections. Relaxed: it is

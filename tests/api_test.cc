@@ -451,6 +451,50 @@ BOOST_AUTO_TEST_CASE(state_survives_a_restart) {
   BOOST_TEST(Get("/api/v4/user", alice_).status == 200);
 }
 
+// The server answers what Handler::MayWrite calls read-only on its I/O threads, which
+// must never wait for a sync (api/server.h, F6): every route by GET and HEAD, and forward
+// auth by POST, with every kind of credential, leaves the ledger as it was.
+BOOST_AUTO_TEST_CASE(what_may_write_calls_read_only_never_appends) {
+  const std::string user = std::to_string(alice_id_);
+  const std::string token_id = std::to_string(IdOf(alice_));
+  const std::vector<std::string> paths = {
+      "/api/v4/user", "/api/v4/user/personal_access_tokens", "/api/v4/users",
+      "/api/v4/users?username=alice", "/api/v4/users/" + user,
+      "/api/v4/users/" + user + "/block", "/api/v4/users/" + user + "/unblock",
+      "/api/v4/users/" + user + "/personal_access_tokens", "/api/v4/personal_access_tokens",
+      "/api/v4/personal_access_tokens/self", "/api/v4/personal_access_tokens/self/rotate",
+      "/api/v4/personal_access_tokens/" + token_id,
+      "/api/v4/personal_access_tokens/" + token_id + "/rotate", "/api/v4/auth?scope=api",
+      "/api/v4/auth", "/api/v4/-/scopes", "/api/v4/-/policy", "/-/readiness", "/-/liveness",
+      "/", "/-/web/app.js"};
+  const std::uint64_t before = service_->ledger().last_seq();
+  for (http::verb method : {http::verb::get, http::verb::head, http::verb::post}) {
+    for (const std::string& path : paths) {
+      for (const std::string& token : {root_, alice_, bob_, std::string()}) {
+        Request req(method, path, 11);
+        req.set(http::field::host, "test.local");
+        if (!token.empty()) req.set("PRIVATE-TOKEN", token);
+        if (method == http::verb::post && !path.starts_with("/api/v4/auth")) {
+          BOOST_TEST(Handler::MayWrite(req), path);
+          continue;  // a write: not answered here
+        }
+        BOOST_TEST(!Handler::MayWrite(req), req.method_string() << " " << path);
+        handler_->Handle(req, nullptr);
+        BOOST_TEST_REQUIRE(service_->ledger().last_seq() == before,
+                           req.method_string() << " " << path << " appended");
+      }
+    }
+  }
+  BOOST_TEST(Handler::MayWrite(
+      Request(http::verb::delete_, "/api/v4/personal_access_tokens/" + token_id, 11)));
+  // The check can fail: a request MayWrite sends to the pool does append.
+  Request block(http::verb::post, "/api/v4/users/" + user + "/block", 11);
+  block.set("PRIVATE-TOKEN", root_);
+  BOOST_TEST(Handler::MayWrite(block));
+  BOOST_TEST(handler_->Handle(block, nullptr).result_int() == 201);
+  BOOST_TEST(service_->ledger().last_seq() > before);
+}
+
 BOOST_AUTO_TEST_CASE(filtered_target_never_contains_a_token) {
   const std::string t = "/api/v4/user?a=1&private_token=" + alice_ + "&x=" + bob_;
   const std::string f = FilteredTarget(t);

@@ -6,6 +6,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -20,6 +22,7 @@
 #include <boost/beast/http/write.hpp>
 #include <boost/test/unit_test.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -134,9 +137,11 @@ std::string Why(const std::optional<Response>& r, const Client& c) {
 
 class ServerFixture {
  public:
-  ServerFixture() {
+  // env: the ledger's RocksDB environment (nullptr: the default); it must outlive us.
+  explicit ServerFixture(rocksdb::Env* env = nullptr) {
     service::ServiceOptions o;
     o.data_dir = dir_.Sub("data");
+    o.env = env;
     auto init = service::TokenService::Init(o);
     BOOST_TEST_REQUIRE(init.has_value(), Why(init));
     root_token_ = init->root_token.secret;
@@ -148,11 +153,12 @@ class ServerFixture {
   }
   ~ServerFixture() { StopServer(); }
 
-  // Starts a server on a free port, on two threads, logging to log_.
+  // Starts a server on a free port, on two threads unless o.threads says otherwise,
+  // logging to log_.
   void StartServer(ServerOptions o = {}, bool ready = true) {
     if (ready) handler_.SetService(service_.get());
     o.port = 0;
-    o.threads = 2;
+    if (o.threads == 0) o.threads = 2;
     o.access_log = &log_;
     server_ = std::make_unique<Server>(o, handler_);
     Status s = server_->Start();
@@ -443,6 +449,226 @@ BOOST_AUTO_TEST_CASE(start_fails_cleanly_on_a_port_in_use) {
   BOOST_TEST(!s.ok());
   BOOST_TEST(s.code() == Status::Code::kIOError);
   BOOST_TEST(s.message().find(std::to_string(port())) != std::string::npos, s.ToString());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---- a disk that holds a write (F6: writes wait in the writer pool, not on a worker) --
+
+// The default file system, except that after Hold() every sync of a write-ahead log —
+// the synced write of a ledger append — waits until Release(): a disk exactly as slow
+// as the test wants, with no clock involved.
+class HeldSyncFs : public rocksdb::FileSystemWrapper {
+ public:
+  HeldSyncFs() : FileSystemWrapper(rocksdb::FileSystem::Default()) {}
+  const char* Name() const override { return "HeldSyncFs"; }
+
+  void Hold() {
+    std::lock_guard lock(mu_);
+    hold_ = true;
+  }
+  void Release() {
+    std::lock_guard lock(mu_);
+    hold_ = false;
+    cv_.notify_all();
+  }
+  // True once a WAL sync is waiting; false if none began within `timeout`.
+  bool WaitUntilHolding(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return holding_ > 0; });
+  }
+  bool holding() const {
+    std::lock_guard lock(mu_);
+    return holding_ > 0;
+  }
+
+  rocksdb::IOStatus NewWritableFile(const std::string& fname,
+                                    const rocksdb::FileOptions& o,
+                                    std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                    rocksdb::IODebugContext* dbg) override {
+    auto s = target()->NewWritableFile(fname, o, result, dbg);
+    if (s.ok() && fname.ends_with(".log"))
+      *result = std::make_unique<Wal>(this, std::move(*result));
+    return s;
+  }
+
+ private:
+  class Wal : public rocksdb::FSWritableFileOwnerWrapper {
+   public:
+    Wal(HeldSyncFs* fs, std::unique_ptr<rocksdb::FSWritableFile> f)
+        : FSWritableFileOwnerWrapper(std::move(f)), fs_(fs) {}
+    rocksdb::IOStatus Sync(const rocksdb::IOOptions& o,
+                           rocksdb::IODebugContext* dbg) override {
+      fs_->WaitWhileHeld();
+      return target()->Sync(o, dbg);
+    }
+    rocksdb::IOStatus Fsync(const rocksdb::IOOptions& o,
+                            rocksdb::IODebugContext* dbg) override {
+      fs_->WaitWhileHeld();
+      return target()->Fsync(o, dbg);
+    }
+
+   private:
+    HeldSyncFs* fs_;
+  };
+
+  void WaitWhileHeld() {
+    std::unique_lock lock(mu_);
+    if (!hold_) return;
+    ++holding_;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return !hold_; });
+    --holding_;
+  }
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool hold_ = false;
+  int holding_ = 0;  // syncs waiting in WaitWhileHeld
+};
+
+struct HeldDisk {
+  std::shared_ptr<HeldSyncFs> disk = std::make_shared<HeldSyncFs>();
+  std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(disk);
+};
+
+// A ServerFixture whose ledger is on a HeldSyncFs (a base, so it outlives the service).
+class HeldDiskFixture : public HeldDisk, public ServerFixture {
+ public:
+  HeldDiskFixture() : ServerFixture(env.get()) {}
+  // A test that stops half-way must not leave a write held: StopServer waits for it.
+  ~HeldDiskFixture() { disk->Release(); }
+
+  // Holds the disk and sends, as root, a request that writes (creates the user
+  // alice); returns once its append waits for its WAL sync.
+  void SendHeldWrite(Client& c) {
+    disk->Hold();
+    const std::string body =
+        R"({"username":"alice","name":"Alice","email":"alice@example.com"})";
+    c.Send(RawRequest("POST", "/api/v4/users",
+                      "PRIVATE-TOKEN: " + root_token_ +
+                          "\r\nContent-Type: application/json\r\nContent-Length: " +
+                          std::to_string(body.size()) + "\r\n") +
+           body);
+    BOOST_TEST_REQUIRE(disk->WaitUntilHolding(10s),
+                       "the write never reached its WAL sync");
+  }
+};
+
+BOOST_FIXTURE_TEST_SUITE(server_held_disk, HeldDiskFixture)
+
+// F6 (docs/RELIABILITY.md): a write used to wait for its syncs on its worker thread, and
+// every other connection of that worker with it. One worker, two connections: the
+// disk is released only once the authentications have been answered, so they cannot
+// be waiting behind the write. With one writer thread, which the write holds, a
+// forward auth by POST is answered only if it, too, stays on the worker.
+BOOST_AUTO_TEST_CASE(auth_is_answered_while_a_write_on_its_thread_waits_for_the_disk) {
+  ServerOptions o;
+  o.threads = 1;
+  o.writer_threads = 1;
+  StartServer(o);
+  Client writer(port());
+  Client reader(port());
+  auto before = reader.Get("/api/v4/auth?scope=api", root_token_);
+  BOOST_TEST_REQUIRE(before.has_value(), Why(before, reader));
+  BOOST_TEST_REQUIRE(before->result_int() == 200u);
+
+  SendHeldWrite(writer);
+
+  auto auth = reader.Get("/api/v4/auth?scope=api", root_token_);
+  BOOST_TEST_REQUIRE(
+      auth.has_value(),
+      "no answer while a write waits on the same thread: " << Why(auth, reader));
+  BOOST_TEST(auth->result_int() == 200u);
+  auto self = reader.Get("/api/v4/personal_access_tokens/self", root_token_);
+  BOOST_TEST_REQUIRE(self.has_value(), Why(self, reader));
+  BOOST_TEST(self->result_int() == 200u);
+  BOOST_TEST(self->body().find("\"id\":" + std::to_string(root_token_id_) + ",") !=
+             std::string::npos);
+  reader.Send(RawRequest("POST", "/api/v4/auth?scope=api",
+                         "PRIVATE-TOKEN: " + root_token_ + "\r\nContent-Length: 0\r\n"));
+  auto posted = reader.Read();
+  BOOST_TEST_REQUIRE(posted.has_value(), Why(posted, reader));
+  BOOST_TEST(posted->result_int() == 200u);
+  BOOST_TEST(disk->holding());  // the write is still waiting: the reads went first
+
+  disk->Release();
+  auto created = writer.Read();
+  BOOST_TEST_REQUIRE(created.has_value(), Why(created, writer));
+  BOOST_TEST(created->result_int() == 201u, created->body());
+  BOOST_TEST(created->body().find("\"alice\"") != std::string::npos);
+  BOOST_TEST(created->keep_alive());
+  // The connection goes on as before, on its worker.
+  auto after = writer.Get("/api/v4/users?username=alice", root_token_);
+  BOOST_TEST_REQUIRE(after.has_value(), Why(after, writer));
+  BOOST_TEST(after->body().find("\"alice\"") != std::string::npos);
+
+  // The access log names the caller of the write, as the pool thread found it.
+  StopServer();
+  const std::string log = log_.str();
+  BOOST_TEST(log.find(" POST /api/v4/users 201 ") != std::string::npos, log);
+  BOOST_TEST(log.find("ms user=" + std::to_string(root_user_id_) + " token=" +
+                      std::to_string(root_token_id_) + " req=-\n") != std::string::npos,
+             log);
+}
+
+// The read timeout is for slow clients; a write waiting on our disk keeps its
+// connection, and its answer (a token's secret is shown once) is delivered.
+BOOST_AUTO_TEST_CASE(a_write_waiting_past_the_read_timeout_is_still_answered) {
+  ServerOptions o;
+  o.threads = 1;
+  o.read_timeout = 1s;
+  StartServer(o);
+  Client writer(port());
+  SendHeldWrite(writer);
+  std::this_thread::sleep_for(2s);  // past the deadline, and several ticks
+  disk->Release();
+  auto created = writer.Read();
+  BOOST_TEST_REQUIRE(created.has_value(), Why(created, writer));
+  BOOST_TEST(created->result_int() == 201u, created->body());
+}
+
+// Stop closes idle connections at once and lets a write waiting in the pool finish:
+// its answer carries Connection: close, and Run returns after it.
+BOOST_AUTO_TEST_CASE(stop_lets_a_write_waiting_on_the_disk_finish) {
+  ServerOptions o;
+  o.threads = 1;
+  StartServer(o);
+  Client idle(port());
+  BOOST_TEST_REQUIRE(idle.Get("/-/liveness").has_value(), idle.error());
+  Client writer(port());
+  SendHeldWrite(writer);
+
+  server_->Stop();
+  BOOST_TEST(idle.ClosedWithin(5s));
+  disk->Release();
+  auto created = writer.Read();
+  BOOST_TEST_REQUIRE(created.has_value(), Why(created, writer));
+  BOOST_TEST(created->result_int() == 201u, created->body());
+  BOOST_TEST(!created->keep_alive());
+  BOOST_TEST(writer.ClosedWithin(5s));
+  runner_.join();
+}
+
+// When Stop's grace runs out while a write still waits on the disk, its connection is
+// closed, but the session lives until the write returns (the pool reads its request);
+// then Run returns, and the write is in the ledger.
+BOOST_AUTO_TEST_CASE(when_the_grace_ends_a_waiting_write_loses_its_socket_not_its_write) {
+  ServerOptions o;
+  o.threads = 1;
+  o.shutdown_grace = 1s;
+  StartServer(o);
+  Client writer(port());
+  SendHeldWrite(writer);
+
+  server_->Stop();
+  BOOST_TEST(writer.ClosedWithin(5s));  // by the end of the grace
+  BOOST_TEST(disk->holding());
+  BOOST_TEST(server_->connections() == 1u);  // closed, not freed: the pool still reads it
+  disk->Release();
+  runner_.join();
+  BOOST_TEST(server_->connections() == 0u);
+  BOOST_TEST(service_->state().FindUserByName("alice").has_value());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

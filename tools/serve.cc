@@ -28,8 +28,9 @@ namespace po = boost::program_options;
 
 constexpr int kUsage = 2;
 constexpr char kSynopsis[] =
-    "serve [--data DIR] [--listen HOST:PORT] [--threads N] [--max-connections N] "
-    "[--read-timeout S] [--idle-timeout S] [--key-file F] [--access-log FILE|-] "
+    "serve [--data DIR] [--listen HOST:PORT] [--threads N] [--writer-threads N] "
+    "[--max-connections N] [--read-timeout S] [--idle-timeout S] [--key-file F] "
+    "[--access-log FILE|-] "
     "[--auth-fail-threshold N] [--auth-fail-window S] [--auth-ban S] "
     "[--trusted-proxy ADDR[/BITS]]... [--auth-fail-exempt ADDR[/BITS]]...";
 
@@ -150,6 +151,7 @@ Status InitIfMissing(const service::ServiceOptions& o, std::ostream& out, std::o
 int Serve(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   std::string data = "./data", key_file, listen_text = "127.0.0.1:8080", access_log = "-";
   int threads = 0;
+  int writer_threads = 0;
   const api::ServerOptions server_defaults;
   const api::AuthThrottleOptions throttle_defaults;
   std::size_t max_connections = server_defaults.max_connections;
@@ -171,6 +173,10 @@ int Serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
       "listen", po::value(&listen_text)->default_value("127.0.0.1:8080"),
       "HOST:PORT or [IPv6]:PORT to listen on (port 0: any free port)")(
       "threads", po::value(&threads)->default_value(0), "I/O threads (0: one per core)")(
+      "writer-threads", po::value(&writer_threads)->default_value(0),
+      "threads for the requests that may write to the ledger (all but GET, HEAD and "
+      "forward auth): they wait for the synced writes there, not on an I/O thread, so "
+      "a slow disk does not hold up authentications (0: twice --threads, at least 4)")(
       "max-connections", po::value(&max_connections)->default_value(max_connections),
       "open connections beyond this are closed at once")(
       "access-log", po::value(&access_log)->default_value("-"),
@@ -215,6 +221,7 @@ int Serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   std::string bad;
   if (!listen) bad = "--listen '" + listen_text + "' is not HOST:PORT or [IPv6]:PORT";
   if (threads < 0) bad = "--threads must be 0 (one per core) or more";
+  if (writer_threads < 0) bad = "--writer-threads must be 0 (the default) or more";
   if (max_connections == 0) bad = "--max-connections must be at least 1";
   if (read_timeout < 1 || idle_timeout < 1) bad = "timeouts must be at least 1 second";
   if (fail_threshold > 0 && (fail_window < 1 || ban < 1)) {
@@ -262,6 +269,7 @@ int Serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   options.host = listen->host;
   options.port = listen->port;
   options.threads = threads;
+  options.writer_threads = writer_threads;
   options.max_connections = max_connections;
   options.read_timeout = std::chrono::seconds(read_timeout);
   options.idle_timeout = std::chrono::seconds(idle_timeout);

@@ -1,6 +1,6 @@
 // tools/serve.h: `patledger serve`, the HTTP server, as a function tests can call.
 //
-//   patledger serve [--data DIR] [--listen HOST:PORT] [--threads N]
+//   patledger serve [--data DIR] [--listen HOST:PORT] [--threads N] [--writer-threads N]
 //                   [--max-connections N] [--key-file F] [--access-log FILE|-]
 //
 // If --data holds no ledger, it is initialised first (as `patledger init`): the root
