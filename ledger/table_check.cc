@@ -21,7 +21,7 @@
 #include <array>
 #include <string_view>
 
-#include "ledger/wal_file.h"  // Crc32c
+#include "ledger/wal_file.h"  // Crc32c, MaskCrc32c
 
 namespace patledger::ledger::internal {
 namespace {
@@ -71,10 +71,8 @@ bool DecodeHandle(std::string_view* in, Handle* h) {
 // its compression type byte (table/format.cc, ComputeBuiltinChecksum).
 std::uint32_t BlockChecksum(ChecksumType type, std::string_view block) {
   switch (type) {
-    case kCRC32c: {
-      const std::uint32_t crc = Crc32c(0, block);
-      return ((crc >> 15) | (crc << 17)) + 0xa282ead8u;  // crc32c::Mask
-    }
+    case kCRC32c:
+      return MaskCrc32c(Crc32c(0, block));
     case kxxHash:
       return XXH32(block.data(), block.size(), 0);
     case kxxHash64:

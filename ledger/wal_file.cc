@@ -10,7 +10,6 @@ namespace {
 
 constexpr std::size_t kHeaderSize = 7;
 constexpr std::size_t kRecyclableHeaderSize = 11;
-constexpr std::uint32_t kMaskDelta = 0xa282ead8u;
 
 constexpr std::array<std::uint32_t, 256> MakeTable() {
   std::array<std::uint32_t, 256> t{};
@@ -30,11 +29,6 @@ std::uint32_t Le32(const char* p) {
          static_cast<std::uint32_t>(static_cast<std::uint8_t>(p[3])) << 24;
 }
 
-std::uint32_t Unmask(std::uint32_t masked) {
-  const std::uint32_t rot = masked - kMaskDelta;
-  return (rot >> 17) | (rot << 15);
-}
-
 bool Recyclable(std::uint8_t type) {
   return type >= kWalRecyclableFullType && type <= kWalRecyclableLastType;
 }
@@ -49,6 +43,10 @@ std::uint32_t Crc32c(std::uint32_t crc, std::string_view data) {
   crc = ~crc;
   for (char ch : data) crc = kTable[(crc ^ static_cast<std::uint8_t>(ch)) & 0xff] ^ (crc >> 8);
   return ~crc;
+}
+
+std::uint32_t MaskCrc32c(std::uint32_t crc) {
+  return ((crc >> 15) | (crc << 17)) + 0xa282ead8u;
 }
 
 bool StartsLogicalRecord(std::uint8_t type) {
@@ -104,7 +102,7 @@ bool WalWalker::Next(WalPiece* piece) {
   std::uint32_t crc = Crc32c(0, rest.substr(6, 1));
   if (header == kRecyclableHeaderSize) crc = Crc32c(crc, rest.substr(kHeaderSize, 4));
   crc = Crc32c(crc, piece->payload);
-  piece->checksum_ok = Unmask(Le32(h)) == crc;
+  piece->checksum_ok = Le32(h) == MaskCrc32c(crc);
   at_ += header + length;
   return true;
 }

@@ -73,5 +73,8 @@ class WalWalker {
 
 // CRC32C (Castagnoli), as RocksDB's util/crc32c.h computes it.
 std::uint32_t Crc32c(std::uint32_t crc, std::string_view data);
+// A CRC32C as RocksDB stores it, in WAL record headers and in table block trailers
+// (util/crc32c.h, Mask).
+std::uint32_t MaskCrc32c(std::uint32_t crc);
 
 }  // namespace patledger::ledger::internal
