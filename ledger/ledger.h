@@ -81,6 +81,11 @@ struct Options {
   // (docs/ledger-format.md). false only for a tool that reports it itself
   // (forensics verify, with ReadHeadJournal).
   bool check_head_journal = true;
+  // RocksDB's block cache: the data blocks reads bring in and the index partitions of
+  // the tables (so the memory a long history costs stays bounded; docs/PERFORMANCE.md
+  // §6). Scans never fill it.
+  std::size_t block_cache_bytes = kDefaultBlockCacheBytes;
+  static constexpr std::size_t kDefaultBlockCacheBytes = 8 << 20;
 };
 
 // The last head the head journal of `dir` recorded (docs/ledger-format.md): every
@@ -155,6 +160,15 @@ class Ledger {
   const std::string& dir() const;
   // OK, or the sticky error that makes every Append fail.
   Status health() const;
+
+  // What RocksDB holds in memory to read the ledger: the block cache (capacity and
+  // current use, index blocks included) and the open tables' memory outside it.
+  struct ReadMemory {
+    std::uint64_t block_cache_capacity = 0;
+    std::uint64_t block_cache_usage = 0;
+    std::uint64_t table_readers = 0;
+  };
+  ReadMemory read_memory() const;
 
  private:
   struct Impl;

@@ -1137,6 +1137,64 @@ BOOST_AUTO_TEST_CASE(the_table_check_verifies_every_checksum_type_rocksdb_writes
   }
 }
 
+// Memory (docs/PERFORMANCE.md §6): RocksDB's default holds every open table's whole
+// index block for as long as the table is open, so what reading costs grows with the
+// history. The ledger writes partitioned indexes, read through its bounded block
+// cache: after reading records all over the tables through a small cache, what the
+// tables hold outside it is a fraction of their index bytes, and the cache keeps to
+// its capacity. (RocksDB's default table options fail both checks.)
+BOOST_AUTO_TEST_CASE(tables_index_partitions_live_in_the_bounded_block_cache) {
+  options.block_cache_bytes = 64 << 10;
+  std::uint64_t token = 1;
+  for (int table = 0; table < 4; ++table) {
+    std::vector<std::string> events;
+    for (int i = 0; i < 20000; ++i) events.push_back(Revoked(token++));
+    BOOST_REQUIRE(ledger->Append(std::move(events)).has_value());
+    Reopen();  // a clean close flushes: one more table
+  }
+  const std::uint64_t last = ledger->last_seq();
+  for (std::uint64_t seq = 1; seq <= last; seq += 7) {
+    const auto record = ledger->Read(seq);
+    BOOST_REQUIRE_MESSAGE(record.has_value(), Why(record));
+  }
+  const Ledger::ReadMemory memory = ledger->read_memory();
+  Close();
+
+  // What the tables' indexes weigh, from their properties.
+  rocksdb::Options bare;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  BOOST_REQUIRE(rocksdb::DB::OpenForReadOnly(
+                    bare, dir,
+                    {{rocksdb::kDefaultColumnFamilyName, {}},
+                     {std::string(fmt::kEventsColumnFamily), {}},
+                     {std::string(fmt::kMetaColumnFamily), {}}},
+                    &handles, &db)
+                    .ok());
+  rocksdb::TablePropertiesCollection tables;
+  BOOST_REQUIRE(db->GetPropertiesOfAllTables(handles[1], &tables).ok());
+  std::uint64_t index_bytes = 0;
+  for (const auto& [file, props] : tables) {
+    BOOST_TEST_CONTEXT(file) {
+      BOOST_TEST(props->index_partitions >= 1u);  // written with a partitioned index
+    }
+    index_bytes += props->index_size;
+  }
+  for (rocksdb::ColumnFamilyHandle* h : handles) db->DestroyColumnFamilyHandle(h);
+  delete db;
+
+  BOOST_TEST_MESSAGE(tables.size() << " tables, " << index_bytes << " bytes of index; "
+                                    << memory.table_readers << " held outside the cache, "
+                                    << memory.block_cache_usage << " in it");
+  BOOST_TEST(tables.size() >= 2u);
+  BOOST_TEST(index_bytes > 40000u);  // enough for the comparison to mean something
+  BOOST_TEST(memory.block_cache_capacity == 64u << 10);
+  BOOST_TEST(memory.block_cache_usage <= memory.block_cache_capacity);
+  BOOST_TEST(memory.table_readers * 4 < index_bytes,
+             memory.table_readers << " bytes held by the tables outside the cache, "
+                                  << index_bytes << " bytes of index");
+}
+
 BOOST_AUTO_TEST_CASE(crc32c_matches_the_standard_check_value) {
   BOOST_TEST(internal::Crc32c(0, "123456789") == 0xe3069283u);
   BOOST_TEST(internal::Crc32c(internal::Crc32c(0, "1234"), "56789") == 0xe3069283u);
