@@ -2,7 +2,8 @@
 // generator (tools/forensics/generator.h) and cached on disk, so a second run reuses
 // them instead of generating 10M tokens again.
 //
-// A ledger is named by what determines it: <root>/gen-t<tokens>-u<users>-s<seed>-<start>.
+// A ledger is named by what determines it:
+// <root>/gen-t<tokens>-u<users>-s<seed>-<start>-<layout>.
 // It is complete only when its marker file `bench-complete` exists; it is generated
 // elsewhere and renamed into place with its marker (see EnsureLedger).
 //
@@ -58,10 +59,15 @@ inline LedgerSpec Resolved(LedgerSpec spec) {
   return spec;
 }
 
+// How the ledger lays out its files, part of the cached ledger's name: changed when
+// the ledger writes its tables differently, so that no benchmark measures files an
+// older build wrote. i2: tables with a partitioned (two-level) index.
+inline constexpr const char* kLedgerLayout = "i2";
+
 inline std::string LedgerDataDir(const std::string& root, const LedgerSpec& s) {
   const LedgerSpec r = Resolved(s);
   return root + "/gen-t" + std::to_string(r.tokens) + "-u" + std::to_string(r.users) +
-         "-s" + std::to_string(r.seed) + "-" + r.start;
+         "-s" + std::to_string(r.seed) + "-" + r.start + "-" + kLedgerLayout;
 }
 
 // The data directory (ledger + token.key) of the ledger `spec`, generated now (with
