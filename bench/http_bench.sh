@@ -8,13 +8,16 @@
 #     directory, never printed).
 #  2. Starts serve on a copy of the ledger (SST files hard-linked, the rest copied: the
 #     cache is never written), waits for readiness; records its replay time and VmRSS,
-#     and the VmRSS of serve on an empty ledger (memory per token, whole and delta).
+#     and the VmRSS of serve on an empty ledger (memory per token, whole and delta);
+#     then waits until serve is idle (any compaction the open started has finished).
 #  3. Starts nginx on another port.
 #  4. Max throughput, closed loop: alternates `wrk -t1 -c50 -d<D>s` runs against each
 #     (a Lua script rotates Private-Token over the token file; nginx ignores it),
 #     --reps times; medians and ratio.
 #  5. Latency at fixed rates (bench/loadgen, measured from intended send times): 50%
-#     and 80% of our median max, against ours and against nginx at the same rates.
+#     and 80% of our median max, against ours and against nginx at the same rates,
+#     --reps runs each, alternating; each figure is the median over the runs (one
+#     scheduling stall on this VM moves a single run's p99 by milliseconds).
 #
 # Fairness on 2 cores: serve --threads 1 (one I/O thread) vs nginx worker_processes 1;
 # wrk/loadgen (1 thread). Both log each request: serve to --access-log /dev/null, nginx
@@ -131,6 +134,19 @@ READY_S=$(awk "BEGIN {printf \"%.2f\", $(date +%s.%N) - $T0}")
 # Replay ran on every core; from now on the server has CPU 0.
 [[ $PIN == 1 ]] && taskset -a -p -c 0 "$SERVE_PID" >/dev/null
 SERVE_RSS=$(rss_kb $SERVE_PID)
+# Ready is not yet idle: RocksDB may still be compacting what the open found, on the
+# cores the measurement needs. Wait (up to 2 min) for a second in which serve used
+# under 20 ms of CPU.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+SETTLE_T0=$(date +%s.%N)
+PREV=$(cpu_ticks $SERVE_PID)
+for _ in $(seq 1 120); do
+  sleep 1
+  NOW=$(cpu_ticks $SERVE_PID)
+  (( NOW - PREV < 2 * $(getconf CLK_TCK) / 100 + 1 )) && break
+  PREV=$NOW
+done
+SETTLED_S=$(awk "BEGIN {printf \"%.1f\", $(date +%s.%N) - $SETTLE_T0}")
 REPLAY_LINE=$(grep -o 'replayed [0-9]* events in [0-9.]* ms' "$WORK/serve.log" || true)
 
 # A token must pass forward auth, or every figure below would be of 401s.
@@ -201,6 +217,9 @@ run_loadgen() {  # label port rate
     --token-file "$TOKEN_FILE" --label "$1" > "$WORK/lg.$1"
 }
 field() { grep '^RESULT' "$WORK/lg.$1" | grep -o " $2=[^ ]*" | cut -d= -f2; }
+# The median over the --reps runs of `label` (ours_80 = ours_80.r1, ours_80.r2, ...).
+mfield() { for r in $(seq 1 "$REPS"); do field "$1.r$r" "$2"; done | median; }
+rfields() { for r in $(seq 1 "$REPS"); do field "$1.r$r" "$2"; done | paste -sd/; }
 calc() { awk "BEGIN {printf \"%.6g\", $1}"; }
 result() {  # name params ours peer unit better
   if [[ -n $4 && $4 != NA ]] && awk "BEGIN {exit !($4 > 0)}"; then
@@ -214,9 +233,11 @@ RATES=()
 for pct in "${PCTS[@]}"; do
   rate=$(awk "BEGIN {printf \"%d\", $OURS_MAX * $pct / 100}")
   RATES+=("$rate")
-  run_loadgen "ours_$pct" $PORT "$rate"
-  run_loadgen "nginx_$pct" $NGINX_PORT "$rate"
-  echo "  loadgen at $rate req/s: ours p99 $(field ours_$pct p99_ms) ms, nginx p99 $(field nginx_$pct p99_ms) ms" >&2
+  for r in $(seq 1 "$REPS"); do
+    run_loadgen "ours_$pct.r$r" $PORT "$rate"
+    run_loadgen "nginx_$pct.r$r" $NGINX_PORT "$rate"
+    echo "  loadgen at $rate req/s, rep $r: ours p99 $(field ours_$pct.r$r p99_ms) ms, nginx p99 $(field nginx_$pct.r$r p99_ms) ms" >&2
+  done
 done
 
 echo "# http_bench"
@@ -226,8 +247,8 @@ echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "ledger: $SRC ($TOKENS tokens, $(wc -l < "$TOKEN_FILE") tokens presented round robin)"
 echo "serve --threads $THREADS --access-log /dev/null; nginx: 1 worker, access_log /dev/null, return 200"
 echo "cpus: $([[ $PIN == 1 ]] && echo 'pinned: servers on CPU 0, wrk/loadgen on CPU 1' || echo 'shared (not pinned)')"
-echo "wrk -t1 -c50 -d${DURATION}s, $REPS runs each, alternating (median); loadgen: 50 connections, 1 thread, ${LG_DURATION}s after 1s warmup"
-echo "serve: ready ${READY_S}s after start (${REPLAY_LINE:-replay time not logged}); VmRSS $((SERVE_RSS / 1024)) MB (empty ledger: $((EMPTY_RSS / 1024)) MB)"
+echo "wrk -t1 -c50 -d${DURATION}s, $REPS runs each, alternating (median); loadgen: 50 connections, 1 thread, ${LG_DURATION}s after 1s warmup, $REPS runs each per rate, alternating (median of each figure)"
+echo "serve: ready ${READY_S}s after start (${REPLAY_LINE:-replay time not logged}); VmRSS $((SERVE_RSS / 1024)) MB (empty ledger: $((EMPTY_RSS / 1024)) MB); idle ${SETTLED_S}s after ready"
 echo
 echo "| max throughput (wrk) | patledger serve | nginx return 200 | ours / nginx |"
 echo "|---|---:|---:|---:|"
@@ -235,12 +256,12 @@ echo "| req/s, median | $OURS_MAX | $NGINX_MAX | $(calc "$OURS_MAX / $NGINX_MAX"
 echo
 echo "runs: ours ${OURS_RPS[*]}; nginx ${NGINX_RPS[*]}; non-2xx answers from serve: ${OURS_NON2XX:-0}"
 echo
-echo "| fixed rate | server | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | non-2xx |"
-echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| fixed rate | server | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | non-2xx | p99 ms of each run |"
+echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 for i in 0 1; do
   for who in ours nginx; do
     l=${who}_${PCTS[$i]}
-    echo "| ${RATES[$i]} (${PCTS[$i]}%) | $who | $(field $l achieved) | $(field $l p50_ms) | $(field $l p90_ms) | $(field $l p99_ms) | $(field $l p999_ms) | $(field $l max_ms) | $(field $l errors) | $(field $l non2xx) |"
+    echo "| ${RATES[$i]} (${PCTS[$i]}%) | $who | $(mfield $l achieved) | $(mfield $l p50_ms) | $(mfield $l p90_ms) | $(mfield $l p99_ms) | $(mfield $l p999_ms) | $(mfield $l max_ms) | $(mfield $l errors) | $(mfield $l non2xx) | $(rfields $l p99_ms) |"
   done
 done
 echo
@@ -248,8 +269,8 @@ P="tokens=$TOKENS threads=$THREADS pinned=$PIN"
 result max_rps "$P" "$OURS_MAX" "$NGINX_MAX" req/s higher
 for i in 0 1; do
   for k in p50_ms p99_ms p999_ms; do
-    result "${k}_at_${PCTS[$i]}pct" "$P rate=${RATES[$i]}" "$(field ours_${PCTS[$i]} $k)" \
-      "$(field nginx_${PCTS[$i]} $k)" ms lower
+    result "${k}_at_${PCTS[$i]}pct" "$P rate=${RATES[$i]}" "$(mfield ours_${PCTS[$i]} $k)" \
+      "$(mfield nginx_${PCTS[$i]} $k)" ms lower
   done
 done
 result serve_ready_s "$P" "$READY_S" NA s lower http
