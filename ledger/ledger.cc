@@ -71,8 +71,6 @@ Status FromRocks(const rocksdb::Status& s, const std::string& context) {
 
 rocksdb::Slice ToSlice(std::string_view s) { return {s.data(), s.size()}; }
 
-// The environment a ledger's files go through: the options' (tests' simulated disks)
-// or the default.
 // By default RocksDB holds every open table's whole index block in memory for as long
 // as the table is open: 2.5 bytes per token at 10M tokens, growing with the history,
 // not with the live tokens. The ledger writes partitioned indexes instead: a small top
@@ -88,6 +86,8 @@ rocksdb::BlockBasedTableOptions TableOptions(std::size_t block_cache_bytes) {
   return t;
 }
 
+// The environment a ledger's files go through: the options' (tests' simulated disks)
+// or the default.
 rocksdb::Env* EnvOf(const Options& options) {
   return options.env != nullptr ? options.env : rocksdb::Env::Default();
 }

@@ -162,7 +162,7 @@ class Ledger {
   Status health() const;
 
   // What RocksDB holds in memory to read the ledger: the block cache (capacity and
-  // current use, index blocks included) and the open tables' memory outside it.
+  // current use, index partitions included) and the open tables' memory outside it.
   struct ReadMemory {
     std::uint64_t block_cache_capacity = 0;
     std::uint64_t block_cache_usage = 0;
