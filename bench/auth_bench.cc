@@ -21,7 +21,7 @@
 // the algorithm and builds a context on every call.
 // Apart from auth: "describe", what a token listing pays per token (TokenService::
 // GetToken, one Ledger::Read through the ledger's bounded block cache) against a bare
-// RocksDB Get of the same record with RocksDB's default table options.
+// RocksDB Get of the same record with RocksDB's default options.
 //
 // usage: auth_bench [--tokens N] [--users U] [--seed S] [--sample M] [--reps R]
 //                   [--ledger-dir DIR] [--smoke] [--help]
@@ -360,9 +360,9 @@ int Run(const LedgerSpec& spec, const std::string& ledger_root, std::size_t samp
 
   // Not the auth path: what a token listing pays per token (GET /personal_access_tokens
   // describes each token from its TokenCreated record: TokenService::GetToken, one
-  // Ledger::Read). Peer: a bare RocksDB Get of the same record from the same files,
-  // opened read-only with RocksDB's default table options (every table's index block
-  // held in memory, unbounded; ours go through the ledger's bounded block cache).
+  // Ledger::Read, its checks and the decoding). Peer: a bare RocksDB Get of the same
+  // record from the same files, opened read-only with RocksDB's default options (on
+  // tables with a one-level index these hold every table's whole index in memory).
   const std::size_t described = std::min<std::size_t>(n, 100000);
   std::vector<std::string> created_keys(described);
   for (std::size_t i = 0; i < described; ++i) {
