@@ -40,6 +40,7 @@
 #include <thread>
 #include <tuple>
 
+#include "common/endian.h"
 #include "ledger/damage.h"
 #include "ledger/format.h"
 #include "ledger/record.h"
@@ -177,31 +178,22 @@ std::string ClosedHeadText(std::uint64_t seq, const ChainHash& chain) {
   return text;
 }
 
-void PutLe64(char* out, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(v >> (8 * i));
-}
-std::uint64_t GetLe64(const char* in) {
-  std::uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<std::uint8_t>(in[i]);
-  return v;
-}
-
 std::string HeadRecord(std::uint64_t seq, const ChainHash& chain) {
   std::string r(kHeadRecordBytes, '\0');
   std::memcpy(r.data(), kHeadRecordMagic.data(), kHeadRecordMagic.size());
-  PutLe64(r.data() + 8, seq);
+  StoreLe64(r.data() + 8, seq);
   std::memcpy(r.data() + 16, chain.data(), chain.size());
-  PutLe64(r.data() + 56, XXH3_64bits(r.data(), 56));
+  StoreLe64(r.data() + 56, XXH3_64bits(r.data(), 56));
   return r;
 }
 
 std::optional<Mark> ParseHeadRecord(std::string_view r, const std::string& file) {
   if (r.size() != kHeadRecordBytes || !r.starts_with(kHeadRecordMagic) ||
-      GetLe64(r.data() + 56) != XXH3_64bits(r.data(), 56)) {
+      LoadLe64(r.data() + 56) != XXH3_64bits(r.data(), 56)) {
     return std::nullopt;
   }
   Mark m;
-  m.seq = GetLe64(r.data() + 8);
+  m.seq = LoadLe64(r.data() + 8);
   std::memcpy(m.chain.data(), r.data() + 16, m.chain.size());
   m.file = file;
   return m;

@@ -21,6 +21,7 @@
 #include <array>
 #include <string_view>
 
+#include "common/endian.h"
 #include "ledger/wal_file.h"  // Crc32c, MaskCrc32c
 
 namespace patledger::ledger::internal {
@@ -36,15 +37,8 @@ constexpr std::string_view kPropertiesBlock = "rocksdb.properties";
 
 enum ChecksumType : std::uint8_t { kNoChecksum, kCRC32c, kxxHash, kxxHash64, kXXH3 };
 
-std::uint32_t Le32(std::string_view s, std::size_t at) {
-  std::uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = v << 8 | static_cast<std::uint8_t>(s[at + i]);
-  return v;
-}
-
-std::uint64_t Le64(std::string_view s, std::size_t at) {
-  return static_cast<std::uint64_t>(Le32(s, at + 4)) << 32 | Le32(s, at);
-}
+std::uint32_t Le32(std::string_view s, std::size_t at) { return LoadLe32(s.data() + at); }
+std::uint64_t Le64(std::string_view s, std::size_t at) { return LoadLe64(s.data() + at); }
 
 // Consumes a varint (at most `max_bytes` bytes) from the front of `in`.
 bool Varint(std::string_view* in, std::uint64_t* v, int max_bytes) {

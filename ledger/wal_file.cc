@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <array>
 
+#include "common/endian.h"
+
 namespace patledger::ledger::internal {
 namespace {
 
@@ -22,12 +24,6 @@ constexpr std::array<std::uint32_t, 256> MakeTable() {
 }
 constexpr std::array<std::uint32_t, 256> kTable = MakeTable();
 
-std::uint32_t Le32(const char* p) {
-  return static_cast<std::uint32_t>(static_cast<std::uint8_t>(p[0])) |
-         static_cast<std::uint32_t>(static_cast<std::uint8_t>(p[1])) << 8 |
-         static_cast<std::uint32_t>(static_cast<std::uint8_t>(p[2])) << 16 |
-         static_cast<std::uint32_t>(static_cast<std::uint8_t>(p[3])) << 24;
-}
 
 bool Recyclable(std::uint8_t type) {
   return type >= kWalRecyclableFullType && type <= kWalRecyclableLastType;
@@ -102,7 +98,7 @@ bool WalWalker::Next(WalPiece* piece) {
   std::uint32_t crc = Crc32c(0, rest.substr(6, 1));
   if (header == kRecyclableHeaderSize) crc = Crc32c(crc, rest.substr(kHeaderSize, 4));
   crc = Crc32c(crc, piece->payload);
-  piece->checksum_ok = Le32(h) == MaskCrc32c(crc);
+  piece->checksum_ok = LoadLe32(h) == MaskCrc32c(crc);
   at_ += header + length;
   return true;
 }
