@@ -2,11 +2,14 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <new>
+#include <type_traits>
 
 #include "index/epoch.h"
 
@@ -43,24 +46,65 @@ TokenIndex::Key TokenIndex::LoadKey(const TokenDigest& digest) {
 
 TokenIndex::Table* TokenIndex::NewTable(std::size_t capacity) {
   const std::size_t bytes = capacity * sizeof(Slot);
-  // Big tables go on transparent huge pages: one TLB entry per 2 MiB saves a page
-  // walk (a second memory miss) on most lookups. bytes is a power of two, so a
-  // multiple of the alignment as aligned_alloc requires.
-  const std::size_t align = bytes >= kHugePageBytes ? kHugePageBytes : alignof(Slot);
   auto table =
       std::make_unique<Table>(Table{capacity - 1, nullptr, bytes + sizeof(Table)});
-  void* memory = std::aligned_alloc(align, bytes);
-  if (memory == nullptr) throw std::bad_alloc();  // the index is left unchanged
-  if (align == kHugePageBytes) madvise(memory, bytes, MADV_HUGEPAGE);  // a hint only
-  table->slots = static_cast<Slot*>(memory);
-  // Value-initialized: all zero, so every slot is empty.
-  std::uninitialized_value_construct_n(table->slots, capacity);
+  if (bytes < kHugePageBytes) {
+    void* memory = std::aligned_alloc(alignof(Slot), bytes);  // bytes: a multiple of 64
+    if (memory == nullptr) throw std::bad_alloc();  // the index is left unchanged
+    table->slots = static_cast<Slot*>(memory);
+    // Value-initialized: all zero, so every slot is empty.
+    std::uninitialized_value_construct_n(table->slots, capacity);
+    return table.release();
+  }
+  // Big tables: mapped anonymous memory, zero — every slot empty — without writing it.
+  // (Writing it took 3.6 s for the 1 GiB table of 10M tokens on this VM, before
+  // replay could start reading: docs/PERFORMANCE.md §3. Untouched, the kernel zeroes
+  // each page at its first store, or Prefault does it while replay waits.) Aligned to
+  // 2 MiB, on transparent huge pages: one TLB entry per 2 MiB saves a page walk (a
+  // second memory miss) on most lookups.
+  void* mapped = mmap(nullptr, bytes + kHugePageBytes, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapped == MAP_FAILED) throw std::bad_alloc();  // the index is left unchanged
+  const auto start = reinterpret_cast<std::uintptr_t>(mapped);
+  const std::uintptr_t aligned = (start + kHugePageBytes - 1) & ~(kHugePageBytes - 1);
+  if (aligned > start) munmap(mapped, aligned - start);
+  const std::size_t tail = start + bytes + kHugePageBytes - (aligned + bytes);
+  if (tail > 0) munmap(reinterpret_cast<void*>(aligned + bytes), tail);
+  madvise(reinterpret_cast<void*>(aligned), bytes, MADV_HUGEPAGE);  // a hint only
+  static_assert(std::is_aggregate_v<Slot> && std::is_trivially_destructible_v<Slot>,
+                "implicit-lifetime: its objects exist in mapped zero memory");
+  table->slots = reinterpret_cast<Slot*>(aligned);
   return table.release();
 }
 
 void TokenIndex::FreeTable(Table* table) {
-  std::free(table->slots);  // Slot is trivially destructible
+  const std::size_t bytes = (table->mask + 1) * sizeof(Slot);
+  if (bytes < kHugePageBytes) {
+    std::free(table->slots);  // Slot is trivially destructible
+  } else {
+    munmap(table->slots, bytes);
+  }
   delete table;
+}
+
+bool TokenIndex::Prefault(std::size_t bytes) {
+  const Table* t = table_.load(std::memory_order_relaxed);  // relaxed: writer-owned
+  if (t != prefaulted_table_) {
+    prefaulted_table_ = t;
+    prefaulted_bytes_ = 0;
+  }
+  const std::size_t size = (t->mask + 1) * sizeof(Slot);
+  if (size < kHugePageBytes || prefaulted_bytes_ >= size) return false;
+  const std::size_t n = std::min(std::max(bytes, kHugePageBytes), size - prefaulted_bytes_);
+  char* from = reinterpret_cast<char*>(t->slots) + prefaulted_bytes_;
+  // Populates missing pages writable and zero; pages already there are left as they
+  // are, so it never races with the slots the writer has stored.
+  if (madvise(from, n, MADV_POPULATE_WRITE) != 0) {
+    prefaulted_bytes_ = size;  // EINVAL before Linux 5.14: give up, inserts fault
+    return false;
+  }
+  prefaulted_bytes_ += n;
+  return prefaulted_bytes_ < size;
 }
 
 TokenIndex::TokenIndex(std::size_t expected_tokens)

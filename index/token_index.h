@@ -118,6 +118,11 @@ class TokenIndex {
   [[nodiscard]] bool Revoke(const TokenDigest& digest);
   // Writer. Grows now so that `tokens` fit without further growth; never shrinks.
   void Reserve(std::size_t tokens);
+  // Writer. Faults in the next `bytes` of the table's memory not yet touched, without
+  // changing it (a big table is mapped zero memory that the kernel otherwise zeroes
+  // page by page as inserts first store into it). Returns false once the whole table
+  // is in, or if the kernel cannot (Linux < 5.14): a hint, never needed.
+  bool Prefault(std::size_t bytes);
 
   // Any thread; exact on the writer thread, possibly slightly stale elsewhere.
   std::size_t size() const { return size_.load(std::memory_order_relaxed); }
@@ -169,6 +174,10 @@ class TokenIndex {
   // Writer: the slot holding `key`, or nullptr (then *empty = first empty slot).
   Slot* FindForWrite(const Table& t, const Key& key, Slot** empty) const;
   void GrowTo(std::size_t capacity);
+
+  // The writer's Prefault cursor: table it applies to and bytes of it done.
+  const Table* prefaulted_table_ = nullptr;
+  std::size_t prefaulted_bytes_ = 0;
 
   // Read by every Lookup: alone on its line so writer counters don't false-share.
   alignas(64) std::atomic<Table*> table_;

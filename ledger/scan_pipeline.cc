@@ -14,16 +14,18 @@ namespace {
 // the batches in flight stay in the 2 MiB L2 of the reading core while it fills them.
 constexpr std::size_t kBatchRecords = 512;
 constexpr std::size_t kBatchBytes = 256 << 10;
-// Batches in existence: one filling, the rest queued or being consumed. More only
-// buffers more; the threads' speeds decide the throughput.
-constexpr std::size_t kBatches = 4;
+// Batches in existence: one filling, the rest queued or being consumed. The threads'
+// speeds decide the throughput; the depth lets the reader run ahead (~10 ms of records)
+// while the consumer does a while_waiting step.
+constexpr std::size_t kBatches = 16;
 static_assert(kBatchBytes % sizeof(std::uint64_t) == 0 && kBatches >= 2,
               "one batch fills while another is consumed");
 
 }  // namespace
 
-ScanPipeline::ScanPipeline(std::uint64_t from_seq, const Visitor& visit)
-    : from_seq_(from_seq), visit_(visit) {
+ScanPipeline::ScanPipeline(std::uint64_t from_seq, const Visitor& visit,
+                           std::function<bool()> while_waiting)
+    : from_seq_(from_seq), visit_(visit), while_waiting_(std::move(while_waiting)) {
   free_.reserve(kBatches);  // never grows: Consume's push_back cannot throw
   for (std::size_t i = 0; i < kBatches; ++i) {
     auto b = std::make_unique<Batch>();
@@ -106,6 +108,20 @@ void ScanPipeline::Consume() {
     std::unique_ptr<Batch> batch;
     {
       std::unique_lock lock(mu_);
+      // Nothing to consume yet: do the caller's deferrable work instead of blocking.
+      while (while_waiting_ && !end_ && full_.empty()) {
+        lock.unlock();
+        bool more = false;
+        try {
+          more = while_waiting_();
+        } catch (...) {
+          if (!exception_) exception_ = std::current_exception();
+          stopped_.store(true, std::memory_order_relaxed);
+          failed = true;
+        }
+        lock.lock();
+        if (!more) while_waiting_ = nullptr;
+      }
       work_.wait(lock, [&] { return end_ || !full_.empty(); });
       if (full_.empty()) return;  // end_
       batch = std::move(full_.front());

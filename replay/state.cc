@@ -384,6 +384,9 @@ Status Replay(const ledger::Ledger& ledger, State* state, const ReplayLimit& lim
   ledger::ScanOptions options;
   options.to_seq = limit.to_seq;
   state->ReserveForRecords(std::min(ledger.last_seq(), limit.to_seq));
+  // The index table is mapped zero memory; fault it in 2 MiB at a time while the
+  // applying thread would otherwise wait for the reader (docs/PERFORMANCE.md §3).
+  options.while_waiting = [state] { return state->PrefaultIndex(std::size_t{2} << 20); };
   // The ledger reads and verifies on this thread while `state` applies on its second
   // thread (Ledger::ScanBatches); `count` and `reached_time` are that thread's, read
   // here after ScanBatches returned.
@@ -403,6 +406,11 @@ Status Replay(const ledger::Ledger& ledger, State* state, const ReplayLimit& lim
   if (applied) *applied = count;
   if (s.ok()) state->Compact();
   return s;
+}
+
+bool State::PrefaultIndex(std::size_t bytes) {
+  std::unique_lock lock(mu_);
+  return index_.Prefault(bytes);
 }
 
 void State::ReserveForRecords(std::uint64_t records) {

@@ -91,6 +91,10 @@ class State final : public ledger::Listener {
   // live tokens; see state.cc) so that it grows rarely or never. Best effort: a failed
   // reservation is ignored.
   void ReserveForRecords(std::uint64_t records);
+  // Faults in the next `bytes` of the index table's memory (TokenIndex::Prefault);
+  // false once there is nothing left to do. Replay calls it while it waits for the
+  // ledger's reading thread. Takes the lock.
+  bool PrefaultIndex(std::size_t bytes);
   // Gives back the slack that growing one record at a time left in the catalog's
   // containers (Replay calls it at the end). Takes the lock.
   void Compact();

@@ -177,6 +177,35 @@ BOOST_FIXTURE_TEST_CASE(reserve_makes_room_without_further_growth, IndexFixture)
   BOOST_TEST(index.capacity() == cap);
 }
 
+// A big table is mapped zero memory; Prefault faults it in 2 MiB steps (replay does it
+// while it waits for the reader) without changing a slot, while inserts go on.
+BOOST_AUTO_TEST_CASE(prefault_walks_a_big_table_once_and_changes_no_slot) {
+  TokenIndex index(80000);  // 131,072 slots of 64 bytes: 8 MiB
+  BOOST_REQUIRE_EQUAL(index.capacity(), 131072u);
+  std::uint64_t next = 1;
+  int calls = 0;
+  bool more = true;
+  while (more) {
+    for (int i = 0; i < 1000; ++i, ++next) BOOST_REQUIRE(index.Insert(Digest(next), Entry(next)));
+    more = index.Prefault(std::size_t{2} << 20);
+    ++calls;
+  }
+  BOOST_TEST(calls == 4);                                // 8 MiB in 2 MiB steps
+  BOOST_TEST(!index.Prefault(std::size_t{2} << 20));     // done: stays done
+  for (std::uint64_t n = 1; n < next; ++n) {
+    TokenEntry e;
+    BOOST_REQUIRE(index.Lookup(Digest(n), &e));
+    BOOST_REQUIRE(SameEntry(e, Entry(n)));
+  }
+  TokenEntry e;
+  BOOST_TEST(!index.Lookup(Digest(next), &e));
+  // A table that grows is walked again from its start.
+  index.Reserve(200000);
+  BOOST_TEST(index.Prefault(std::size_t{2} << 20));
+  TokenIndex small(100);  // under 2 MiB: allocated and zeroed, nothing to do
+  BOOST_TEST(!small.Prefault(std::size_t{2} << 20));
+}
+
 BOOST_FIXTURE_TEST_CASE(revoke_marks_the_token_and_keeps_its_entry, IndexFixture) {
   BOOST_TEST(Insert(1));
   BOOST_TEST(Insert(2));
