@@ -11,7 +11,7 @@ namespace {
 
 // A batch holds up to kBatchRecords records or kBatchBytes of copies (a record larger
 // than that gets a batch of its own). With ~300-byte records a batch is ~150 KB, so
-// the batches in flight stay in the 2 MiB L2 of the reading core while it fills them.
+// the one being filled stays in the 2 MiB L2 of the reading core.
 constexpr std::size_t kBatchRecords = 512;
 constexpr std::size_t kBatchBytes = 256 << 10;
 // Batches in existence: one filling, the rest queued or being consumed. The threads'

@@ -387,9 +387,8 @@ Status Replay(const ledger::Ledger& ledger, State* state, const ReplayLimit& lim
   // The index table is mapped zero memory; fault it in 2 MiB at a time while the
   // applying thread would otherwise wait for the reader (docs/PERFORMANCE.md §3).
   options.while_waiting = [state] { return state->PrefaultIndex(std::size_t{2} << 20); };
-  // The ledger reads and verifies on this thread while `state` applies on its second
-  // thread (Ledger::ScanBatches); `count` and `reached_time` are that thread's, read
-  // here after ScanBatches returned.
+  // The ledger reads and verifies on a second thread while this one applies
+  // (Ledger::ScanBatches calls the visitor and while_waiting here, one at a time).
   Status s = ledger.ScanBatches(
       options, [&](std::span<const ledger::RecordView> records) -> Status {
         if (reached_time) return Status::OK();
