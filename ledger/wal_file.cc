@@ -24,7 +24,6 @@ constexpr std::array<std::uint32_t, 256> MakeTable() {
 }
 constexpr std::array<std::uint32_t, 256> kTable = MakeTable();
 
-
 bool Recyclable(std::uint8_t type) {
   return type >= kWalRecyclableFullType && type <= kWalRecyclableLastType;
 }

@@ -1160,21 +1160,12 @@ BOOST_AUTO_TEST_CASE(tables_index_partitions_live_in_the_bounded_block_cache) {
     BOOST_REQUIRE_MESSAGE(record.has_value(), Why(record));
   }
   const Ledger::ReadMemory memory = ledger->read_memory();
-  Close();
 
   // What the tables' indexes weigh, from their properties.
-  rocksdb::Options bare;
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* db = nullptr;
-  BOOST_REQUIRE(rocksdb::DB::OpenForReadOnly(
-                    bare, dir,
-                    {{rocksdb::kDefaultColumnFamilyName, {}},
-                     {std::string(fmt::kEventsColumnFamily), {}},
-                     {std::string(fmt::kMetaColumnFamily), {}}},
-                    &handles, &db)
-                    .ok());
   rocksdb::TablePropertiesCollection tables;
-  BOOST_REQUIRE(db->GetPropertiesOfAllTables(handles[1], &tables).ok());
+  WithRaw([&](rocksdb::DB& db, auto* events, auto*) {
+    BOOST_REQUIRE(db.GetPropertiesOfAllTables(events, &tables).ok());
+  });
   std::uint64_t index_bytes = 0;
   for (const auto& [file, props] : tables) {
     BOOST_TEST_CONTEXT(file) {
@@ -1182,8 +1173,6 @@ BOOST_AUTO_TEST_CASE(tables_index_partitions_live_in_the_bounded_block_cache) {
     }
     index_bytes += props->index_size;
   }
-  for (rocksdb::ColumnFamilyHandle* h : handles) db->DestroyColumnFamilyHandle(h);
-  delete db;
 
   BOOST_TEST_MESSAGE(tables.size() << " tables, " << index_bytes << " bytes of index; "
                                     << memory.table_readers << " held outside the cache, "
