@@ -374,19 +374,7 @@ int Run(const LedgerSpec& spec, const std::string& ledger_root, std::size_t samp
     const ledger::format::SeqKey key = ledger::format::EncodeSeq(meta->created_seq);
     created_keys[i].assign(key.data(), key.size());
   }
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* bare_db = nullptr;
-  const rocksdb::Status bs = rocksdb::DB::OpenForReadOnly(
-      rocksdb::DBOptions(), dir + "/ledger",
-      {{rocksdb::kDefaultColumnFamilyName, {}},
-       {std::string(ledger::format::kEventsColumnFamily), {}},
-       {std::string(ledger::format::kMetaColumnFamily), {}}},
-      &handles, &bare_db);
-  if (!bs.ok()) {
-    std::cerr << "auth_bench: bare RocksDB open: " << bs.ToString() << "\n";
-    return 1;
-  }
-  std::unique_ptr<rocksdb::DB> bare(bare_db);
+  BareLedger bare(dir, "auth_bench");
   rocksdb::ReadOptions bare_ro;
   bare_ro.verify_checksums = true;
   std::string bare_value;
@@ -398,10 +386,9 @@ int Run(const LedgerSpec& spec, const std::string& ledger_root, std::size_t samp
         return info.has_value() && !info->name.empty();
       },
       [&](std::size_t i) {
-        return bare->Get(bare_ro, handles[1], created_keys[i], &bare_value).ok() &&
+        return bare.db().Get(bare_ro, bare.events(), created_keys[i], &bare_value).ok() &&
                !bare_value.empty();
       });
-  for (rocksdb::ColumnFamilyHandle* h : handles) bare->DestroyColumnFamilyHandle(h);
 
   std::printf("| case | ours ns/call | peer ns/call | ours / peer | calls | verdicts as "
               "expected |\n|---|---:|---:|---:|---:|---:|\n");

@@ -13,6 +13,7 @@
 // and never print them.
 #pragma once
 
+#include <rocksdb/db.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,8 +25,12 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <memory>
 #include <string>
+#include <vector>
 
+#include "ledger/format.h"
 #include "tools/forensics/generator.h"
 
 namespace patledger::bench {
@@ -136,5 +141,38 @@ inline std::string EnsureLedger(const std::string& root, const LedgerSpec& spec)
                static_cast<unsigned long long>(g->last_seq), s);
   return dir;
 }
+
+// The peers' view of a generated ledger: RocksDB itself, opened read-only on the
+// ledger's files with RocksDB's default options (none of the ledger's code or table
+// options). Exits the program with a message naming `program` if the open fails.
+class BareLedger {
+ public:
+  BareLedger(const std::string& data_dir, const char* program) {
+    rocksdb::DB* db = nullptr;
+    const rocksdb::Status s = rocksdb::DB::OpenForReadOnly(
+        rocksdb::DBOptions(), data_dir + "/ledger",
+        {{rocksdb::kDefaultColumnFamilyName, {}},
+         {std::string(ledger::format::kEventsColumnFamily), {}},
+         {std::string(ledger::format::kMetaColumnFamily), {}}},
+        &handles_, &db);
+    if (!s.ok()) {
+      std::cerr << program << ": bare RocksDB open: " << s.ToString() << "\n";
+      std::exit(1);
+    }
+    db_.reset(db);
+  }
+  ~BareLedger() {
+    for (rocksdb::ColumnFamilyHandle* h : handles_) db_->DestroyColumnFamilyHandle(h);
+  }
+  BareLedger(const BareLedger&) = delete;
+  BareLedger& operator=(const BareLedger&) = delete;
+
+  rocksdb::DB& db() { return *db_; }
+  rocksdb::ColumnFamilyHandle* events() const { return handles_[1]; }
+
+ private:
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  std::unique_ptr<rocksdb::DB> db_;
+};
 
 }  // namespace patledger::bench

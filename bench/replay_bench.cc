@@ -81,24 +81,13 @@ double BareIteration(const std::string& dir, std::uint64_t* count, std::uint64_t
                      double* cpu) {
   const double c0 = CpuSeconds();
   const auto t0 = Clock::now();
-  rocksdb::DBOptions dbo;
-  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
-      {rocksdb::kDefaultColumnFamilyName, {}}, {"events", {}}, {"meta", {}}};
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* raw = nullptr;
-  const rocksdb::Status s =
-      rocksdb::DB::OpenForReadOnly(dbo, dir + "/ledger", cfs, &handles, &raw);
-  if (!s.ok()) {
-    std::cerr << "replay_bench: rocksdb: " << s.ToString() << "\n";
-    std::exit(1);
-  }
-  std::unique_ptr<rocksdb::DB> db(raw);
+  auto bare = std::make_unique<BareLedger>(dir, "replay_bench");
   rocksdb::ReadOptions ro;
   ro.verify_checksums = true;
   ro.fill_cache = false;
   std::uint64_t n = 0, b = 0, h = 0;
   {
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, handles[1]));
+    std::unique_ptr<rocksdb::Iterator> it(bare->db().NewIterator(ro, bare->events()));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       const rocksdb::Slice v = it->value();
       h ^= XXH3_64bits(v.data(), v.size());
@@ -110,8 +99,7 @@ double BareIteration(const std::string& dir, std::uint64_t* count, std::uint64_t
       std::exit(1);
     }
   }
-  for (auto* hd : handles) db->DestroyColumnFamilyHandle(hd);
-  db.reset();
+  bare.reset();  // the close is timed too
   const double sec = Seconds(Clock::now() - t0);
   *cpu = CpuSeconds() - c0;
   if (h == 42) std::cerr << " ";  // keep the hashing
