@@ -88,7 +88,10 @@ void TokenIndex::FreeTable(Table* table) {
 }
 
 bool TokenIndex::Prefault(std::size_t bytes) {
-  const Table* t = table_.load(std::memory_order_relaxed);  // relaxed: writer-owned
+  // Held through the madvise: the table cannot be freed under it (GrowTo).
+  std::lock_guard lock(prefault_mu_);
+  // acquire: a fresh table's mask and slots, as a reader would see them.
+  const Table* t = table_.load(std::memory_order_acquire);
   if (t != prefaulted_table_) {
     prefaulted_table_ = t;
     prefaulted_bytes_ = 0;
@@ -98,7 +101,7 @@ bool TokenIndex::Prefault(std::size_t bytes) {
   const std::size_t n = std::min(std::max(bytes, kHugePageBytes), size - prefaulted_bytes_);
   char* from = reinterpret_cast<char*>(t->slots) + prefaulted_bytes_;
   // Populates missing pages writable and zero; pages already there are left as they
-  // are, so it never races with the slots the writer has stored.
+  // are, so it never races with the slots the writer stores meanwhile.
   if (madvise(from, n, MADV_POPULATE_WRITE) != 0) {
     prefaulted_bytes_ = size;  // EINVAL before Linux 5.14: give up, inserts fault
     return false;
@@ -235,7 +238,10 @@ void TokenIndex::GrowTo(std::size_t capacity) {
   table_.store(fresh, std::memory_order_release);
   capacity_.store(capacity, std::memory_order_relaxed);
   epoch::Synchronize();  // invariant 5: no reader still holds `old`
-  FreeTable(old);
+  {
+    std::lock_guard lock(prefault_mu_);  // nor a Prefault step
+    FreeTable(old);
+  }
   memory_bytes_.store(fresh->bytes, std::memory_order_relaxed);
 }
 

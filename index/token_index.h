@@ -75,6 +75,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <type_traits>
 
 namespace patledger::index {
@@ -95,7 +96,7 @@ class TokenIndex {
  public:
   // Sized so that `expected_tokens` fit without growth (minimum 8 slots).
   explicit TokenIndex(std::size_t expected_tokens = 0);
-  ~TokenIndex();  // REQUIRES: no concurrent readers or writer.
+  ~TokenIndex();  // REQUIRES: no concurrent readers, writer or Prefault.
   TokenIndex(const TokenIndex&) = delete;
   TokenIndex& operator=(const TokenIndex&) = delete;
 
@@ -118,10 +119,12 @@ class TokenIndex {
   [[nodiscard]] bool Revoke(const TokenDigest& digest);
   // Writer. Grows now so that `tokens` fit without further growth; never shrinks.
   void Reserve(std::size_t tokens);
-  // Writer. Faults in the next `bytes` of the table's memory not yet touched, without
-  // changing it (a big table is mapped zero memory that the kernel otherwise zeroes
-  // page by page as inserts first store into it). Returns false once the whole table
-  // is in, or if the kernel cannot (Linux < 5.14): a hint, never needed.
+  // Any thread, alongside readers and the writer (replay runs it on a thread of idle
+  // priority). Faults in the next `bytes` of the table's memory not yet touched,
+  // without changing it (a big table is mapped zero memory that the kernel otherwise
+  // zeroes page by page as inserts first store into it). Returns false once the whole
+  // table is in, or if the kernel cannot (Linux < 5.14): a hint, never needed. A
+  // growth waits for a Prefault step in progress before it frees the old table.
   bool Prefault(std::size_t bytes);
 
   // Any thread; exact on the writer thread, possibly slightly stale elsewhere.
@@ -175,9 +178,11 @@ class TokenIndex {
   Slot* FindForWrite(const Table& t, const Key& key, Slot** empty) const;
   void GrowTo(std::size_t capacity);
 
-  // The writer's Prefault cursor: table it applies to and bytes of it done.
-  const Table* prefaulted_table_ = nullptr;
-  std::size_t prefaulted_bytes_ = 0;
+  // Prefault's cursor (the table it applies to and bytes of it done), and the table's
+  // lifetime while a step runs: GrowTo frees the old table under it.
+  std::mutex prefault_mu_;
+  const Table* prefaulted_table_ = nullptr;  // guarded by prefault_mu_
+  std::size_t prefaulted_bytes_ = 0;         // guarded by prefault_mu_
 
   // Read by every Lookup: alone on its line so writer counters don't false-share.
   alignas(64) std::atomic<Table*> table_;

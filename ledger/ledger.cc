@@ -969,7 +969,7 @@ Status Ledger::ScanBatches(
 
   // The checks are Scan's, in the same order; the chain runs in `pipeline`.
   internal::RecordVerifier verifier(internal::RecordVerifier::Chain::kDeferred);
-  internal::ScanPipeline pipeline(options.from_seq, visit, options.while_waiting);
+  internal::ScanPipeline pipeline(options.from_seq, visit);
   const auto read = [&]() -> Status {
     RecordView view;
     std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator(ro, d.events()));

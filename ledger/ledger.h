@@ -110,12 +110,6 @@ struct ScanOptions {
   // nothing was damaged.
   bool keep_going = false;
   std::function<void(const Status&)> on_damage;
-  // ScanBatches only: called on the calling thread, outside any lock, whenever it
-  // would otherwise wait for the reading thread, so that work which can be done at any
-  // time uses that wait (replay: faulting in the index's memory). Returns false once
-  // it has nothing left to do; it is not called again. Keep each call short: the
-  // reader can run only a few batches ahead.
-  std::function<bool()> while_waiting;
 };
 
 class Ledger {

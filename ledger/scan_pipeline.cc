@@ -15,17 +15,18 @@ namespace {
 constexpr std::size_t kBatchRecords = 512;
 constexpr std::size_t kBatchBytes = 256 << 10;
 // Batches in existence: one filling, the rest queued or being consumed. The threads'
-// speeds decide the throughput; the depth lets the reader run ahead (~10 ms of records)
-// while the consumer does a while_waiting step.
-constexpr std::size_t kBatches = 16;
+// speeds decide the throughput; the depth lets the reader run ahead (~40 ms of
+// records) through the consumer's stalls — a fault on a fresh 2 MiB page costs ~7 ms
+// on this VM — instead of stopping with it (16 batches: 1-2 s slower of ~20 at 10M
+// tokens, docs/PERFORMANCE.md §3). At most 16 MiB, and only while a scan runs.
+constexpr std::size_t kBatches = 64;
 static_assert(kBatchBytes % sizeof(std::uint64_t) == 0 && kBatches >= 2,
               "one batch fills while another is consumed");
 
 }  // namespace
 
-ScanPipeline::ScanPipeline(std::uint64_t from_seq, const Visitor& visit,
-                           std::function<bool()> while_waiting)
-    : from_seq_(from_seq), visit_(visit), while_waiting_(std::move(while_waiting)) {
+ScanPipeline::ScanPipeline(std::uint64_t from_seq, const Visitor& visit)
+    : from_seq_(from_seq), visit_(visit) {
   free_.reserve(kBatches);  // never grows: Consume's push_back cannot throw
   for (std::size_t i = 0; i < kBatches; ++i) {
     auto b = std::make_unique<Batch>();
@@ -108,20 +109,6 @@ void ScanPipeline::Consume() {
     std::unique_ptr<Batch> batch;
     {
       std::unique_lock lock(mu_);
-      // Nothing to consume yet: do the caller's deferrable work instead of blocking.
-      while (while_waiting_ && !end_ && full_.empty()) {
-        lock.unlock();
-        bool more = false;
-        try {
-          more = while_waiting_();
-        } catch (...) {
-          if (!exception_) exception_ = std::current_exception();
-          stopped_.store(true, std::memory_order_relaxed);
-          failed = true;
-        }
-        lock.lock();
-        if (!more) while_waiting_ = nullptr;
-      }
       work_.wait(lock, [&] { return end_ || !full_.empty(); });
       if (full_.empty()) return;  // end_
       batch = std::move(full_.front());

@@ -46,10 +46,8 @@ class ScanPipeline {
  public:
   using Visitor = std::function<Status(std::span<const RecordView>)>;
 
-  // Records below `from_seq` are chain-checked, not visited. `while_waiting` (may be
-  // empty): ScanOptions::while_waiting.
-  ScanPipeline(std::uint64_t from_seq, const Visitor& visit,
-               std::function<bool()> while_waiting = {});
+  // Records below `from_seq` are chain-checked, not visited.
+  ScanPipeline(std::uint64_t from_seq, const Visitor& visit);
   ScanPipeline(const ScanPipeline&) = delete;
   ScanPipeline& operator=(const ScanPipeline&) = delete;
 
@@ -87,7 +85,6 @@ class ScanPipeline {
 
   const std::uint64_t from_seq_;
   const Visitor& visit_;
-  std::function<bool()> while_waiting_;  // the consumer's; emptied once it returns false
   ChainChecker chain_;  // the consumer's
 
   std::unique_ptr<Batch> filling_;  // the reader's

@@ -1,12 +1,17 @@
 #include "replay/state.h"
 
 #include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/mman.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <mutex>
 #include <new>
+#include <optional>
+#include <system_error>
+#include <thread>
 #include <utility>
 
 namespace patledger::replay {
@@ -24,6 +29,46 @@ std::uint32_t FlagsOf(const UserRecord& u) {
 }
 
 std::string Str(const flatbuffers::String* s) { return s ? s->str() : std::string(); }
+
+// Runs State::Prefault, 2 MiB at a time, on a thread of idle priority (SCHED_IDLE: it
+// gets a core only when nothing else wants it) from construction until it is done or
+// the object is destroyed. On this VM the first touch of fresh memory costs ~3.5 s
+// per GiB (docs/PERFORMANCE.md §3); done here it no longer stalls the applying thread.
+class IdlePrefault {
+ public:
+  explicit IdlePrefault(State* state) {
+    try {
+      thread_ = std::thread([this, state] { Run(state); });
+    } catch (const std::system_error&) {
+      // No thread: the pages fault in as replay first stores into them.
+    }
+  }
+  ~IdlePrefault() {
+    stop_.store(true, std::memory_order_relaxed);
+    if (!thread_.joinable()) return;
+    // It finishes the step it is in. At idle priority on a machine kept busy by other
+    // processes that could take long: back to normal priority for it, where allowed.
+    const sched_param normal{};
+    (void)pthread_setschedparam(thread_.native_handle(), SCHED_OTHER, &normal);
+    thread_.join();
+  }
+  IdlePrefault(const IdlePrefault&) = delete;
+  IdlePrefault& operator=(const IdlePrefault&) = delete;
+
+ private:
+  void Run(State* state) {
+    pthread_setname_np(pthread_self(), "replay-prefault");  // for top, perf, gdb
+    const sched_param idle{};
+    // Best effort: at normal priority it still only brings pages in earlier.
+    (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
+    while (!stop_.load(std::memory_order_relaxed) && state->Prefault(kStep)) {
+    }
+  }
+
+  static constexpr std::size_t kStep = std::size_t{2} << 20;  // one huge page
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
 
 }  // namespace
 
@@ -208,7 +253,7 @@ Status State::ApplyLocked(const ledger::RecordView& record) {
       if (!index_.Insert(t.digest, entry)) {
         return Refuse(seq, "token " + std::to_string(id) + " has the digest of another token");
       }
-      if (id >= tokens_.size()) tokens_.resize(id + 1);
+      if (id >= tokens_.size()) ResizeCatalogLocked(id + 1);
       tokens_[id] = t;
       ++token_count_;
       if (from != 0) {
@@ -384,11 +429,11 @@ Status Replay(const ledger::Ledger& ledger, State* state, const ReplayLimit& lim
   ledger::ScanOptions options;
   options.to_seq = limit.to_seq;
   state->ReserveForRecords(std::min(ledger.last_seq(), limit.to_seq));
-  // The index table is mapped zero memory; fault it in 2 MiB at a time while the
-  // applying thread would otherwise wait for the reader (docs/PERFORMANCE.md §3).
-  options.while_waiting = [state] { return state->PrefaultIndex(std::size_t{2} << 20); };
+  // The memory the index and the catalog will fill is faulted in on a thread that
+  // runs only when a core would otherwise be idle (docs/PERFORMANCE.md §3).
+  std::optional<IdlePrefault> prefault(std::in_place, state);
   // The ledger reads and verifies on a second thread while this one applies
-  // (Ledger::ScanBatches calls the visitor and while_waiting here, one at a time).
+  // (Ledger::ScanBatches calls the visitor here, one batch at a time).
   Status s = ledger.ScanBatches(
       options, [&](std::span<const ledger::RecordView> records) -> Status {
         if (reached_time) return Status::OK();
@@ -402,14 +447,35 @@ Status Replay(const ledger::Ledger& ledger, State* state, const ReplayLimit& lim
         count += applied_now;
         return a;
       });
+  prefault.reset();  // stopped before Compact, which would wait for its step
   if (applied) *applied = count;
   if (s.ok()) state->Compact();
   return s;
 }
 
-bool State::PrefaultIndex(std::size_t bytes) {
-  std::unique_lock lock(mu_);
-  return index_.Prefault(bytes);
+bool State::Prefault(std::size_t bytes) {
+  if (index_.Prefault(bytes)) return true;
+  std::lock_guard lock(prefault_mu_);  // held through the madvise: see prefault_mu_
+  if (prefault_next_ >= prefault_end_) return false;
+  const std::size_t n = std::min<std::uintptr_t>(bytes, prefault_end_ - prefault_next_);
+  // Missing pages only, zero; pages already there are left as they are, so entries
+  // ApplyLocked stores meanwhile are untouched. Fails before Linux 5.14: stop.
+  if (madvise(reinterpret_cast<void*>(prefault_next_), n, MADV_POPULATE_WRITE) != 0) {
+    prefault_next_ = prefault_end_;
+    return false;
+  }
+  prefault_next_ += n;
+  return prefault_next_ < prefault_end_;
+}
+
+void State::ResizeCatalogLocked(std::size_t n) {
+  if (n <= tokens_.capacity()) {
+    tokens_.resize(n);  // in place: Prefault may go on
+    return;
+  }
+  std::lock_guard lock(prefault_mu_);
+  prefault_next_ = prefault_end_ = 0;
+  tokens_.resize(n);
 }
 
 void State::ReserveForRecords(std::uint64_t records) {
@@ -419,6 +485,7 @@ void State::ReserveForRecords(std::uint64_t records) {
   if (records > kMaxReserve) return;
   try {
     if (records + 1 > tokens_.capacity()) {
+      std::lock_guard prefault_lock(prefault_mu_);
       tokens_.reserve(records + 1);
       // Revokes and rotations reach tokens_ at random: on 2 MiB pages a 10M-token
       // catalog (560 MB) needs 280 TLB entries instead of 137k, so those accesses
@@ -428,6 +495,12 @@ void State::ReserveForRecords(std::uint64_t records) {
       const std::uintptr_t huge = std::uintptr_t{2} << 20;
       const std::uintptr_t from = (begin + huge - 1) & ~(huge - 1), to = end & ~(huge - 1);
       if (from < to) madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE);
+      // For Prefault: the pages of the entries after those in use, up to as many
+      // tokens as the index is sized for below (whole 4 KiB pages of tokens_ only).
+      const std::uintptr_t page = 4096;
+      const std::uint64_t entries = std::max<std::uint64_t>(records / 2 + 1, tokens_.size());
+      prefault_next_ = (begin + tokens_.size() * sizeof(StoredToken) + page - 1) & ~(page - 1);
+      prefault_end_ = (begin + entries * sizeof(StoredToken)) & ~(page - 1);
     }
     // A token makes at most two records (its creation and its revocation), so unless
     // the user records outnumber the live tokens, N records hold at least N/2 tokens:
@@ -446,6 +519,19 @@ void State::Compact() {
   for (auto& ids : tokens_by_user_) ids.shrink_to_fit();
   rotated_from_.rehash(0);
   rotated_to_.rehash(0);
+  {
+    // Entries Prefault brought in that no token took (fewer tokens than records / 2):
+    // their pages go back; tokens_ keeps the capacity, and those pages fault in again,
+    // zero, if tokens land there. The part Prefault had not reached yet is untouched.
+    std::lock_guard lock(prefault_mu_);
+    const std::uintptr_t page = 4096;
+    const auto begin = reinterpret_cast<std::uintptr_t>(tokens_.data());
+    const std::uintptr_t unused = (begin + tokens_.size() * sizeof(StoredToken) + page - 1) & ~(page - 1);
+    if (unused < prefault_next_) {
+      madvise(reinterpret_cast<void*>(unused), prefault_next_ - unused, MADV_DONTNEED);
+    }
+    prefault_next_ = prefault_end_ = 0;
+  }
   ::malloc_trim(0);  // glibc: return the freed heap pages to the system
 }
 

@@ -27,6 +27,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <span>
@@ -91,12 +92,15 @@ class State final : public ledger::Listener {
   // live tokens; see state.cc) so that it grows rarely or never. Best effort: a failed
   // reservation is ignored.
   void ReserveForRecords(std::uint64_t records);
-  // Faults in the next `bytes` of the index table's memory (TokenIndex::Prefault);
-  // false once there is nothing left to do. Replay calls it while it waits for the
-  // ledger's reading thread. Takes the lock.
-  bool PrefaultIndex(std::size_t bytes);
+  // Any thread, alongside everything else (Replay runs it on a thread of idle
+  // priority): faults in the next `bytes` of the memory replay is about to fill — the
+  // index table (TokenIndex::Prefault), then the catalog entries ReserveForRecords
+  // reserved for half the records, as many tokens as the index is sized for — without
+  // changing it. False once there is nothing left to do. Never takes mu_.
+  bool Prefault(std::size_t bytes);
   // Gives back the slack that growing one record at a time left in the catalog's
-  // containers (Replay calls it at the end). Takes the lock.
+  // containers, and pages Prefault brought in for entries no token took (Replay calls
+  // it at the end). Takes the lock.
   void Compact();
 
   // OK, or the first refusal seen by OnCommitted.
@@ -153,6 +157,8 @@ class State final : public ledger::Listener {
     return token_id != 0 && token_id < tokens_.size() && tokens_[token_id].created_seq != 0;
   }
   TokenMeta MetaLocked(std::uint64_t token_id) const;  // REQUIRES: HasTokenLocked
+  // tokens_.resize(n), telling Prefault first if tokens_ moves. REQUIRES: mu_ held.
+  void ResizeCatalogLocked(std::size_t n);
 
   index::TokenIndex index_;
   index::UserFlags user_flags_;
@@ -172,6 +178,13 @@ class State final : public ledger::Listener {
   Status health_;
 
   std::atomic<std::uint64_t> last_seq_{0};
+
+  // Prefault's part of the catalog: the bytes of tokens_'s storage still to fault in.
+  // Whoever moves tokens_ (ResizeCatalogLocked, ReserveForRecords) takes this lock, so
+  // a Prefault step never runs on storage that was freed.
+  std::mutex prefault_mu_;
+  std::uintptr_t prefault_next_ = 0;  // guarded by prefault_mu_
+  std::uintptr_t prefault_end_ = 0;   // guarded by prefault_mu_
 };
 
 // Where a replay stops.
@@ -184,8 +197,9 @@ struct ReplayLimit {
 
 // Verifies and applies every record of `ledger` within `limit` to `state` (a fresh
 // State). Errors name the sequence number. `applied` (optional) receives the count.
-// Two threads: the caller's reads and verifies, a second one (Ledger::ScanBatches)
-// checks the chain and applies; `state` is complete when Replay returns.
+// Three threads: a second one (Ledger::ScanBatches) reads and verifies, the caller's
+// checks the chain and applies, and a third, of idle priority, runs State::Prefault;
+// `state` is complete when Replay returns.
 Status Replay(const ledger::Ledger& ledger, State* state, const ReplayLimit& limit = {},
               std::uint64_t* applied = nullptr);
 

@@ -1316,58 +1316,6 @@ BOOST_AUTO_TEST_CASE(batched_scan_rethrows_the_visitors_exception_on_the_caller)
       std::runtime_error);
 }
 
-// ScanOptions::while_waiting runs on the consumer while it waits for the reader, until
-// it returns false, and never after; its exception reaches the caller. The reader here
-// waits for the hook, so the calls are certain.
-BOOST_AUTO_TEST_CASE(batched_scan_runs_while_waiting_until_it_is_done) {
-  const internal::ScanPipeline::Visitor visit = [](std::span<const RecordView>) {
-    return Status::OK();
-  };
-  std::atomic<int> calls{0};
-  internal::ScanPipeline pipeline(1, visit, [&] { return calls.fetch_add(1) + 1 < 3; });
-  const auto read = [&]() -> Status {
-    for (int i = 0; i < 10000 && calls.load() < 3; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // room for a 4th call
-    return Status::OK();
-  };
-  internal::ChainChecker chain;
-  BOOST_TEST(pipeline.Run(read, &chain).ok());
-  BOOST_TEST(calls.load() == 3);  // true, true, false: then never again
-
-  std::atomic<bool> thrown{false};
-  internal::ScanPipeline failing(1, visit, [&]() -> bool {
-    thrown = true;
-    throw std::runtime_error("while_waiting failed");
-  });
-  const auto read_after_throw = [&]() -> Status {
-    for (int i = 0; i < 10000 && !thrown.load(); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    return Status::OK();
-  };
-  BOOST_CHECK_THROW((void)failing.Run(read_after_throw, &chain), std::runtime_error);
-}
-
-// Replay's use of it, end to end: the same records, in order, with a hook.
-BOOST_AUTO_TEST_CASE(batched_scan_with_while_waiting_visits_every_record_in_order) {
-  AppendMany(1500);
-  ScanOptions scan;
-  std::atomic<int> calls{0};
-  scan.while_waiting = [&] { return calls.fetch_add(1) < 1000000; };
-  std::uint64_t expected = 1;
-  const Status s = ledger->ScanBatches(scan, [&](std::span<const RecordView> run) {
-    for (const RecordView& r : run) {
-      if (r.seq != expected) return Status::Corruption("out of order");
-      ++expected;
-    }
-    return Status::OK();
-  });
-  BOOST_TEST(s.ok(), s.ToString());
-  BOOST_TEST(expected == 1501u);
-}
-
 BOOST_AUTO_TEST_CASE(batched_scan_refuses_keep_going) {
   AppendMany(3);
   ScanOptions scan;

@@ -5,6 +5,7 @@
 #include "service/token_service.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <boost/test/unit_test.hpp>
@@ -567,6 +568,40 @@ BOOST_AUTO_TEST_CASE(a_user_id_far_beyond_the_last_one_is_refused_without_alloca
              s.message());
   BOOST_TEST(state.user_count() == 1u);
   BOOST_TEST(state.MemoryBytes() < 64u << 20, state.MemoryBytes());
+}
+
+// Resident bytes of this process (/proc/self/statm).
+std::uint64_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::uint64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+// Replay runs Prefault on a thread of its own; here it runs to the end on this one.
+BOOST_AUTO_TEST_CASE(prefault_brings_in_the_index_and_half_the_reserve_and_compact_returns_the_unused) {
+  replay::State state;
+  state.ReserveForRecords(2000000);  // catalog reserved for 2M; index sized for 1M tokens
+  const std::uint64_t index_bytes = state.token_index().MemoryBytes();
+  const std::uint64_t catalog_bytes = 1000000 * 56;  // what Prefault brings in of it
+  BOOST_TEST_REQUIRE(index_bytes >= 64u << 20, index_bytes);
+  const std::uint64_t before = ResidentBytes();
+  int steps = 0;
+  while (state.Prefault(std::size_t{2} << 20)) ++steps;
+  const std::uint64_t prefaulted = ResidentBytes();
+  BOOST_TEST(steps >= int((index_bytes + catalog_bytes) >> 21) - 1, steps);
+  BOOST_TEST(!state.Prefault(std::size_t{2} << 20));  // done: stays done
+  BOOST_TEST(prefaulted - before >= (index_bytes + catalog_bytes) / 10 * 9,
+             before << " -> " << prefaulted);
+  BOOST_TEST(prefaulted - before <= index_bytes + catalog_bytes + (8u << 20),
+             "no more than half the reserve: " << before << " -> " << prefaulted);
+  BOOST_TEST(state.token_index().size() == 0u);
+  BOOST_TEST(state.token_count() == 0u);
+  // No token took those entries: Compact gives their pages back (the index stays).
+  state.Compact();
+  const std::uint64_t compacted = ResidentBytes();
+  BOOST_TEST(prefaulted - compacted >= catalog_bytes / 10 * 9,
+             prefaulted << " -> " << compacted);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

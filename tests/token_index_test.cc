@@ -206,6 +206,32 @@ BOOST_AUTO_TEST_CASE(prefault_walks_a_big_table_once_and_changes_no_slot) {
   BOOST_TEST(!small.Prefault(std::size_t{2} << 20));
 }
 
+// Replay runs Prefault on its own thread while the writer inserts; a growth frees the
+// table Prefault may be walking. Under TSan this checks the cursor's locking too.
+BOOST_AUTO_TEST_CASE(prefault_on_another_thread_while_the_writer_inserts_and_grows) {
+  TokenIndex index(40000);  // 65,536 slots: 4 MiB, mapped; grows three times below
+  BOOST_REQUIRE_EQUAL(index.capacity(), 65536u);
+  std::atomic<bool> stop{false};
+  std::atomic<int> steps{0};
+  std::thread prefaulter([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      if (index.Prefault(std::size_t{2} << 20)) steps.fetch_add(1, std::memory_order_relaxed);
+    }
+  });
+  constexpr std::uint64_t kTokens = 300000;
+  for (std::uint64_t n = 1; n <= kTokens; ++n) BOOST_REQUIRE(index.Insert(Digest(n), Entry(n)));
+  stop.store(true, std::memory_order_relaxed);
+  prefaulter.join();
+  BOOST_TEST(index.capacity() == 524288u);  // 32 MiB after the growths
+  BOOST_TEST(steps.load() >= 1);            // the first step on a 4 MiB table has more
+  BOOST_TEST(index.size() == kTokens);
+  for (std::uint64_t n = 1; n <= kTokens; ++n) {
+    TokenEntry e;
+    BOOST_REQUIRE(index.Lookup(Digest(n), &e));
+    BOOST_REQUIRE(SameEntry(e, Entry(n)));
+  }
+}
+
 BOOST_FIXTURE_TEST_CASE(revoke_marks_the_token_and_keeps_its_entry, IndexFixture) {
   BOOST_TEST(Insert(1));
   BOOST_TEST(Insert(2));
