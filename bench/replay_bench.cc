@@ -217,8 +217,8 @@ int main(int argc, char** argv) {
 
   PrintHeader("replay_bench",
               "reps " + std::to_string(reps) +
-                  " (median); ours: 2 threads (read + verify | chain + apply), "
-                  "peer: 1 thread; " +
+                  " (median); ours: 3 threads (read + checksum | verify + chain + "
+                  "apply | idle-priority prefault), peer: 1 thread; " +
                   (drop ? "page cache dropped before every timed run"
                         : "page cache warm (each ledger read once before timing)") +
                   "\nours = TokenService::Open as serve does it (open + replay::Replay "

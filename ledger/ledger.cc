@@ -967,7 +967,8 @@ Status Ledger::ScanBatches(
   const std::uint64_t head_seq = scan_view.head_seq;
   [[maybe_unused]] const ChainHash& head_chain = scan_view.head_chain;
 
-  // The checks are Scan's, in the same order; the chain runs in `pipeline`.
+  // The checks are Scan's, in the same order for each record: position, size and
+  // checksum here on the reading thread, the rest in `pipeline` (DeferredChecker).
   internal::RecordVerifier verifier(internal::RecordVerifier::Chain::kDeferred);
   internal::ScanPipeline pipeline(options.from_seq, visit);
   const auto read = [&]() -> Status {
@@ -996,10 +997,10 @@ Status Ledger::ScanBatches(
   };
   // The consumer's error concerns a record before any the reader found damaged: Run
   // returns it first.
-  internal::ChainChecker chain;
-  PATLEDGER_RETURN_IF_ERROR(pipeline.Run(read, &chain));
+  internal::DeferredChecker checked;
+  PATLEDGER_RETURN_IF_ERROR(pipeline.Run(read, &checked));
   if (options.to_seq >= head_seq) {
-    verifier.AdoptChain(chain);
+    verifier.AdoptDeferred(checked);
     return verifier.CheckEnd(head_seq, head_chain);
   }
   return Status::OK();

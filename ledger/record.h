@@ -30,18 +30,44 @@ inline std::span<const std::uint8_t> AsBytes(std::string_view s) {
 // FlatBuffers verifier and Sequencing.seq. On OK, *envelope and *bytes describe the
 // envelope (in `value`, or copied into *aligned when `value` is not 8-byte aligned:
 // FlatBuffers reads scalars in place and Sequencing is 8-aligned). Corruption
-// "seq N: ..." otherwise.
+// "seq N: ..." otherwise. It is CheckChecksum, then CheckEnvelope.
 Status CheckStoredValue(std::uint64_t seq, std::string_view value,
                         std::vector<std::uint64_t>* aligned,
                         std::span<const std::uint8_t>* bytes,
                         const schema::Envelope** envelope);
+// The first half: the size and the checksum; *bytes as above.
+Status CheckChecksum(std::uint64_t seq, std::string_view value,
+                     std::vector<std::uint64_t>* aligned,
+                     std::span<const std::uint8_t>* bytes);
+// The second half, on checksummed `bytes` (8-byte aligned): the FlatBuffers verifier
+// and Sequencing.seq.
+Status CheckEnvelope(std::uint64_t seq, std::span<const std::uint8_t> bytes,
+                     const schema::Envelope** envelope);
+
+// The transaction position (docs/ledger-format.md): a record's txn_index continues
+// the previous record's transaction, or starts a new one after a complete one.
+class TxnChecker {
+ public:
+  // Checks the Sequencing of the record at `seq` against the previous record's; on
+  // OK it becomes the previous. Corruption "seq N: ..." otherwise (then Forget()).
+  Status Check(std::uint64_t seq, const schema::Sequencing& sequencing);
+  // The next record's position will be trusted (after damage).
+  void Forget() { prev_count_ = 0; }
+  // "" if the last record checked ends its transaction (or nothing is known), else
+  // what is missing, for CheckEnd.
+  std::string Incomplete() const;
+
+ private:
+  std::uint16_t prev_index_ = 0;
+  std::uint16_t prev_count_ = 1;  // 0 = unknown; 1 with index 0: before seq 1
+};
 
 // The chain part of the checks (docs/ledger-format.md, "The chain"): each record's
 // prev_chain must equal the chain so far, which then becomes SHA-256(chain ||
 // envelope). Records are given in sequence order from seq 1 (chain(0), 32 zero
 // bytes), or after Forget() from any record, whose prev_chain is then trusted.
 // Split from RecordVerifier so that the hashing, the costliest check, can run on
-// another thread than the rest (Ledger::ScanBatches).
+// another thread than the reading (Ledger::ScanBatches, with DeferredChecker).
 class ChainChecker {
  public:
   // Checks *view (whose other checks passed) against the chain so far; on OK sets
@@ -59,6 +85,22 @@ class ChainChecker {
   bool known_ = true;
 };
 
+// The checks RecordVerifier::Chain::kDeferred leaves to its caller, for records
+// given in order: CheckEnvelope, the transaction position and the chain. Run by
+// Ledger::ScanBatches's applying thread, so that the reading thread, which bounds the
+// pipeline, does only the checks that need no envelope (docs/PERFORMANCE.md §3).
+class DeferredChecker {
+ public:
+  // *view has seq and envelope_bytes (checksummed) set; on OK fills envelope and
+  // chain. Corruption "seq N: ..." otherwise; after it, nothing more may be checked.
+  Status Check(RecordView* view);
+
+ private:
+  friend class RecordVerifier;  // AdoptDeferred
+  TxnChecker txn_;
+  ChainChecker chain_;
+};
+
 // Checks the records of the "events" column family in key order, starting from
 // seq 1 with chain(0). For each record the caller first calls CheckPosition with
 // its seq, then CheckRecord with its value. Every error is kCorruption and begins
@@ -67,10 +109,11 @@ class ChainChecker {
 // intact record's prev_chain and transaction position are trusted.
 class RecordVerifier {
  public:
-  // kInline: CheckRecord also runs the ChainChecker (Scan). kDeferred: it does not;
-  // the caller runs a ChainChecker over the records it accepted, in order, and gives
-  // its result to AdoptChain before CheckEnd (ScanBatches). view->chain is then
-  // filled in by that ChainChecker.
+  // kInline: CheckRecord runs every check (Scan). kDeferred: CheckRecord checks only
+  // the size and the checksum and fills view->seq and view->envelope_bytes; the caller
+  // runs a DeferredChecker over the records it accepted, in order, and gives it to
+  // AdoptDeferred before CheckEnd (ScanBatches). In that mode `value` must be 8-byte
+  // aligned (the bytes are not copied) and a verifier stops at its first error.
   enum class Chain { kInline, kDeferred };
   explicit RecordVerifier(Chain chain = Chain::kInline) : chain_mode_(chain) {}
   RecordVerifier(const RecordVerifier&) = delete;
@@ -94,9 +137,12 @@ class RecordVerifier {
   // chain(head_seq) == head_chain and a complete last transaction.
   Status CheckEnd(std::uint64_t head_seq, const ChainHash& head_chain) const;
 
-  // Chain::kDeferred: takes the state of the ChainChecker that checked every record
+  // Chain::kDeferred: takes the state of the DeferredChecker that checked every record
   // this verifier accepted.
-  void AdoptChain(const ChainChecker& checked) { chain_ = checked; }
+  void AdoptDeferred(const DeferredChecker& checked) {
+    chain_ = checked.chain_;
+    txn_ = checked.txn_;
+  }
 
  private:
   void Resync(std::uint64_t seq);
@@ -107,9 +153,7 @@ class RecordVerifier {
   // chain(expected_seq_ - 1), if known (after damage, not until the next intact
   // record). With Chain::kDeferred, only after AdoptChain.
   ChainChecker chain_;
-  // Sequencing of the previous intact record (txn_count 0 = unknown).
-  std::uint16_t prev_txn_index_ = 0;
-  std::uint16_t prev_txn_count_ = 1;
+  TxnChecker txn_;  // with Chain::kDeferred, only after AdoptDeferred
   std::vector<std::uint64_t> aligned_;  // see CheckStoredValue
 };
 

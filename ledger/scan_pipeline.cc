@@ -38,7 +38,7 @@ ScanPipeline::ScanPipeline(std::uint64_t from_seq, const Visitor& visit)
   free_.pop_back();
 }
 
-Status ScanPipeline::Run(const std::function<Status()>& read, ChainChecker* chain) {
+Status ScanPipeline::Run(const std::function<Status()>& read, DeferredChecker* checked) {
   std::thread reader([this, &read] {
     pthread_setname_np(pthread_self(), "ledger-read");  // for top, perf, gdb
     Read(read);
@@ -48,7 +48,7 @@ Status ScanPipeline::Run(const std::function<Status()>& read, ChainChecker* chai
   if (exception_) std::rethrow_exception(exception_);
   if (!error_.ok()) return error_;
   if (read_exception_) std::rethrow_exception(read_exception_);
-  *chain = chain_;
+  *checked = checker_;
   return damage_;
 }
 
@@ -138,10 +138,10 @@ void ScanPipeline::Consume() {
 Status ScanPipeline::ConsumeBatch(Batch* batch) {
   std::span<RecordView> records(batch->records);
   std::size_t checked = 0;
-  Status chain_error;
+  Status check_error;
   for (; checked < records.size(); ++checked) {
-    chain_error = chain_.Check(&records[checked]);
-    if (!chain_error.ok()) break;
+    check_error = checker_.Check(&records[checked]);
+    if (!check_error.ok()) break;
   }
   // Records before from_seq are verified but not visited; seqs increase.
   const auto first = std::partition_point(
@@ -151,7 +151,7 @@ Status ScanPipeline::ConsumeBatch(Batch* batch) {
     PATLEDGER_RETURN_IF_ERROR(
         visit_(std::span<const RecordView>(&*first, records.begin() + checked - first)));
   }
-  return chain_error;
+  return check_error;
 }
 
 }  // namespace patledger::ledger::internal

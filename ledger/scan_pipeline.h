@@ -2,18 +2,19 @@
 // Ledger::ScanBatches.
 //
 // A reading thread (started here) stages each stored value into a batch (a copy,
-// 8-byte aligned, that outlives RocksDB's iterator position), runs every check but the
-// chain on the copy (RecordVerifier, Chain::kDeferred) and commits the records that
-// pass. Full batches go through a bounded queue to the calling thread, which runs the
-// ChainChecker over each batch in order and then calls the visitor with the records
-// whose chain matched. The chain is the only check that needs the records strictly
-// in order and it hashes every byte, so it sits with the visitor: the two threads
-// then carry comparable work (docs/PERFORMANCE.md, replay). The visitor runs on the
+// 8-byte aligned, that outlives RocksDB's iterator position), checks its position,
+// size and checksum on the copy (RecordVerifier, Chain::kDeferred) and commits the
+// records that pass. Full batches go through a bounded queue to the calling thread,
+// which runs the DeferredChecker over each batch in order — the FlatBuffers verifier,
+// the transaction position and the chain — and then calls the visitor with the
+// records that passed. The reading thread carries RocksDB's iteration, which alone
+// takes most of a core, so the checks that read the envelope sit with the visitor
+// (docs/PERFORMANCE.md §3). The visitor runs on the
 // caller's thread, so what it builds is allocated there (docs/PERFORMANCE.md §6: a
 // second thread's malloc arena kept ~6 MB of a 10M-token replay's state); the reading
 // thread's allocations are all transient.
 //
-// Errors: the consumer stops at its first error (a chain mismatch, or the visitor's
+// Errors: the consumer stops at its first error (a deferred check's, or the visitor's
 // error, or an exception from the visitor, which Run rethrows once the reader has
 // stopped). Every record it receives precedes any damage the reader found later, so
 // its error is the one a serial scan would have returned first; Run returns it, and
@@ -52,18 +53,18 @@ class ScanPipeline {
   ScanPipeline& operator=(const ScanPipeline&) = delete;
 
   // Runs `read` on a new thread — it Stage()s and Commit()s every record, and returns
-  // the damage it found (OK if none) — while this thread checks the chain and visits.
-  // Returns once both are done: the consumer's first error, else `read`'s; on OK,
-  // leaves in *chain the ChainChecker that checked every committed record. Rethrows
-  // an exception from the visitor or from `read`. Call once.
-  Status Run(const std::function<Status()>& read, ChainChecker* chain);
+  // the damage it found (OK if none) — while this thread runs the deferred checks and
+  // visits. Returns once both are done: the consumer's first error, else `read`'s; on
+  // OK, leaves in *checked the DeferredChecker that checked every committed record.
+  // Rethrows an exception from the visitor or from `read`. Call once.
+  Status Run(const std::function<Status()>& read, DeferredChecker* checked);
 
   // For `read`: copies `value` into the current batch and returns the copy (8-byte
   // aligned, as FlatBuffers needs). It stays valid until the next Stage; once
   // Commit()ed, until the consumer is done with its batch.
   std::string_view Stage(std::string_view value);
-  // For `read`: the record last staged passed the reader's checks; `view` points into
-  // the copy.
+  // For `read`: the record last staged passed the reader's checks; `view` (seq and
+  // envelope_bytes) points into the copy.
   void Commit(const RecordView& view);
   // For `read`: true once the consumer has stopped with an error: reading further is
   // wasted.
@@ -80,12 +81,12 @@ class ScanPipeline {
 
   void Read(const std::function<Status()>& read);  // the reading thread
   void Consume();                      // the calling thread, until the reader ends
-  Status ConsumeBatch(Batch* batch);   // chain + visit
+  Status ConsumeBatch(Batch* batch);   // deferred checks + visit
   void Hand(std::unique_ptr<Batch> batch);  // reader: to the queue; takes a free one
 
   const std::uint64_t from_seq_;
   const Visitor& visit_;
-  ChainChecker chain_;  // the consumer's
+  DeferredChecker checker_;  // the consumer's
 
   std::unique_ptr<Batch> filling_;  // the reader's
   std::size_t staged_at_ = 0;       // offset of the last Stage()d copy in filling_

@@ -276,6 +276,15 @@ struct LedgerFixture {
     bytes->Mutate(0, bytes->Get(0) ^ 0xff);
     RawPut(seq, Seal(env));
   }
+  // Re-stores the record with another transaction position and a valid checksum.
+  void SetTxnPosition(std::uint64_t seq, std::uint16_t index, std::uint16_t count) {
+    std::string v = RawGet(seq);
+    std::string env = v.substr(0, v.size() - fmt::kChecksumSize);
+    auto* sq = schema::GetMutableEnvelope(env.data())->mutable_sequencing();
+    sq->mutate_txn_index(index);
+    sq->mutate_txn_count(count);
+    RawPut(seq, Seal(env));
+  }
   // Changes the event's content and re-seals it with a valid checksum.
   void AlterTokenId(std::uint64_t seq) {
     std::string v = RawGet(seq);
@@ -812,6 +821,42 @@ BOOST_AUTO_TEST_CASE(envelope_that_fails_the_verifier_is_reported) {
   ScanResult r = ScanAll();
   BOOST_TEST(StartsWith(r.status.message(), "seq 3: envelope does not verify"),
              r.status.ToString());
+}
+
+// The transaction position is checked before the chain (ledger-format.md), by both
+// scans (ScanBatches on its applying thread): ScanAll holds them to the same result.
+BOOST_AUTO_TEST_CASE(record_outside_its_transaction_is_reported) {
+  AppendMany(6);  // six transactions of one event each
+  SetTxnPosition(3, 1, 2);
+  Open();
+  ScanResult r = ScanAll();
+  BOOST_TEST(r.status.message() ==
+                 "seq 3: transaction broken (expected txn_index 0 (a new transaction), "
+                 "found txn_index 1 of 2)",
+             r.status.ToString());
+  BOOST_TEST(r.visited == Range(1, 2), boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(transaction_cut_short_is_reported_at_the_next_record) {
+  AppendMany(6);
+  SetTxnPosition(4, 0, 3);  // opens a transaction of three; seq 5 starts another
+  Open();
+  ScanResult r = ScanAll();
+  BOOST_TEST(r.status.message() ==
+                 "seq 5: transaction broken (expected txn_index 1 of 3, found txn_index 0 "
+                 "of 1)",
+             r.status.ToString());
+  BOOST_TEST(r.visited == Range(1, 4), boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(impossible_transaction_position_is_reported) {
+  AppendMany(6);
+  SetTxnPosition(2, 2, 2);
+  Open();
+  ScanResult r = ScanAll();
+  BOOST_TEST(r.status.message() == "seq 2: bad transaction position (txn_index 2, txn_count 2)",
+             r.status.ToString());
+  BOOST_TEST(r.visited == Range(1, 1), boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_CASE(keep_going_reports_every_damaged_seq_and_visits_the_rest) {
