@@ -968,7 +968,8 @@ Status Ledger::ScanBatches(
   [[maybe_unused]] const ChainHash& head_chain = scan_view.head_chain;
 
   // The checks are Scan's, in the same order for each record: position, size and
-  // checksum here on the reading thread, the rest in `pipeline` (DeferredChecker).
+  // checksum here on the reading thread, the rest in `pipeline` (DeferredChecker),
+  // the order-free part of it here too while the pipeline's consumer lags.
   internal::RecordVerifier verifier(internal::RecordVerifier::Chain::kDeferred);
   internal::ScanPipeline pipeline(options.from_seq, visit);
   const auto read = [&]() -> Status {
@@ -986,6 +987,7 @@ Status Ledger::ScanBatches(
       PATLEDGER_RETURN_IF_ERROR(verifier.CheckPosition(seq));
       const std::string_view copy = pipeline.Stage(it->value().ToStringView());
       PATLEDGER_RETURN_IF_ERROR(verifier.CheckRecord(seq, copy, &view));
+      if (pipeline.consumer_behind()) PATLEDGER_RETURN_IF_ERROR(internal::VerifyAndHash(&view));
       pipeline.Commit(view);
     }
     if (pipeline.stopped()) return Status::OK();  // Run returns why

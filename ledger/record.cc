@@ -44,6 +44,13 @@ std::string Hex(std::span<const std::uint8_t> bytes) {
 
 namespace {
 
+ChainHash StoredPrevChain(const schema::Envelope& env) {
+  const auto* stored = env.sequencing()->prev_chain().bytes();
+  ChainHash prev;
+  for (std::size_t i = 0; i < prev.size(); ++i) prev[i] = stored->Get(i);
+  return prev;
+}
+
 std::string Hex64(std::uint64_t v) {
   static constexpr char kDigits[] = "0123456789abcdef";
   std::string out = "0x0000000000000000";
@@ -54,10 +61,13 @@ std::string Hex64(std::uint64_t v) {
 }  // namespace
 
 Status ChainChecker::Check(RecordView* view) {
+  view->chain = NextChain(StoredPrevChain(*view->envelope), view->envelope_bytes);
+  return CheckHashed(view);
+}
+
+Status ChainChecker::CheckHashed(RecordView* view) {
   const std::uint64_t seq = view->seq;
-  ChainHash prev;
-  const auto* stored = view->envelope->sequencing()->prev_chain().bytes();
-  for (std::size_t i = 0; i < prev.size(); ++i) prev[i] = stored->Get(i);
+  const ChainHash prev = StoredPrevChain(*view->envelope);
   if (known_ && prev != chain_) {
     known_ = false;
     return Status::Corruption("seq " + std::to_string(seq) + ": chain mismatch (prev_chain " +
@@ -65,9 +75,8 @@ Status ChainChecker::Check(RecordView* view) {
                               ") is " + Hex(chain_) +
                               "; this record or the one before was altered)");
   }
-  chain_ = NextChain(prev, view->envelope_bytes);
+  chain_ = view->chain;
   known_ = true;
-  view->chain = chain_;
   return Status::OK();
 }
 
@@ -188,12 +197,19 @@ std::string TxnChecker::Incomplete() const {
   return "txn_index " + std::to_string(prev_index_) + " of " + std::to_string(prev_count_);
 }
 
-Status DeferredChecker::Check(RecordView* view) {
+Status VerifyAndHash(RecordView* view) {
   const schema::Envelope* env = nullptr;
   PATLEDGER_RETURN_IF_ERROR(CheckEnvelope(view->seq, view->envelope_bytes, &env));
   view->envelope = env;
-  PATLEDGER_RETURN_IF_ERROR(txn_.Check(view->seq, *env->sequencing()));
-  return chain_.Check(view);
+  view->chain = NextChain(StoredPrevChain(*env), view->envelope_bytes);
+  return Status::OK();
+}
+
+Status DeferredChecker::Check(RecordView* view) {
+  // Scan's order: the envelope's checks, the transaction, then the chain.
+  if (view->envelope == nullptr) PATLEDGER_RETURN_IF_ERROR(VerifyAndHash(view));
+  PATLEDGER_RETURN_IF_ERROR(txn_.Check(view->seq, *view->envelope->sequencing()));
+  return chain_.CheckHashed(view);
 }
 
 Status RecordVerifier::CheckRecord(std::uint64_t seq, std::string_view value,

@@ -74,6 +74,10 @@ class ChainChecker {
   // view->chain = chain(view->seq) and advances. Corruption "seq N: chain mismatch
   // (...)" otherwise, and the chain is then unknown.
   Status Check(RecordView* view);
+  // As Check, for a record whose view->chain already holds SHA-256(its prev_chain ||
+  // its envelope) (VerifyAndHash, maybe on another thread): only the comparison,
+  // which is the part that needs the records in order.
+  Status CheckHashed(RecordView* view);
   // The next record's prev_chain will be trusted (after damage).
   void Forget() { known_ = false; }
   bool known() const { return known_; }
@@ -85,14 +89,23 @@ class ChainChecker {
   bool known_ = true;
 };
 
+// The part of the deferred checks that needs no other record, on a checksummed
+// *view (seq and envelope_bytes set): CheckEnvelope, then the record's own hash.
+// On OK fills view->envelope and sets view->chain = SHA-256(prev_chain || envelope),
+// which is chain(seq) if the chain holds up to it. Any thread.
+Status VerifyAndHash(RecordView* view);
+
 // The checks RecordVerifier::Chain::kDeferred leaves to its caller, for records
 // given in order: CheckEnvelope, the transaction position and the chain. Run by
-// Ledger::ScanBatches's applying thread, so that the reading thread, which bounds the
-// pipeline, does only the checks that need no envelope (docs/PERFORMANCE.md §3).
+// Ledger::ScanBatches's applying thread; the reading thread may have done the
+// order-free part (VerifyAndHash) of some records already, to balance the two
+// threads (docs/PERFORMANCE.md §3).
 class DeferredChecker {
  public:
-  // *view has seq and envelope_bytes (checksummed) set; on OK fills envelope and
-  // chain. Corruption "seq N: ..." otherwise; after it, nothing more may be checked.
+  // *view has seq and envelope_bytes (checksummed) set, and envelope either null or,
+  // with chain, filled by VerifyAndHash; on OK fills envelope and chain. Corruption
+  // "seq N: ..." otherwise (in Scan's order of checks whichever thread found it);
+  // after it, nothing more may be checked.
   Status Check(RecordView* view);
 
  private:

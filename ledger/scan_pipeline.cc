@@ -94,6 +94,7 @@ void ScanPipeline::Hand(std::unique_ptr<Batch> batch) {
   std::unique_lock lock(mu_);
   if (!batch->records.empty()) {
     full_.push_back(std::move(batch));
+    queued_.store(full_.size(), std::memory_order_relaxed);
     work_.notify_one();
   } else {
     free_.push_back(std::move(batch));
@@ -113,6 +114,7 @@ void ScanPipeline::Consume() {
       if (full_.empty()) return;  // end_
       batch = std::move(full_.front());
       full_.pop_front();
+      queued_.store(full_.size(), std::memory_order_relaxed);
     }
     // After the first error nothing is checked or visited; the batches still go back
     // to the reader until it notices stopped().

@@ -8,7 +8,9 @@
 // which runs the DeferredChecker over each batch in order — the FlatBuffers verifier,
 // the transaction position and the chain — and then calls the visitor with the
 // records that passed. The reading thread carries RocksDB's iteration, which alone
-// takes most of a core, so the checks that read the envelope sit with the visitor
+// takes most of a core, so the checks that read the envelope sit with the visitor;
+// while the consumer lags, the reader does their order-free part (the verifier and
+// each record's own SHA-256) itself, so the two threads balance whichever is slower
 // (docs/PERFORMANCE.md §3). The visitor runs on the
 // caller's thread, so what it builds is allocated there (docs/PERFORMANCE.md §6: a
 // second thread's malloc arena kept ~6 MB of a 10M-token replay's state); the reading
@@ -69,8 +71,16 @@ class ScanPipeline {
   // For `read`: true once the consumer has stopped with an error: reading further is
   // wasted.
   bool stopped() const { return stopped_.load(std::memory_order_relaxed); }
+  // For `read`: true while the consumer lags (several full batches wait for it). The
+  // reader then does the order-free part of the deferred checks itself
+  // (VerifyAndHash), which slows it and speeds the consumer until they match.
+  bool consumer_behind() const {
+    return queued_.load(std::memory_order_relaxed) >= kBehindBatches;
+  }
 
  private:
+  static constexpr std::size_t kBehindBatches = 4;  // of 64 (scan_pipeline.cc)
+
   // Records of one hand-over: views into `arena` (never reallocated while it holds
   // committed records).
   struct Batch {
@@ -106,6 +116,7 @@ class ScanPipeline {
   Status damage_;
   std::exception_ptr read_exception_;
   std::atomic<bool> stopped_{false};
+  std::atomic<std::size_t> queued_{0};  // full_.size(), for consumer_behind (a hint)
 };
 
 }  // namespace patledger::ledger::internal
