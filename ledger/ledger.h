@@ -124,19 +124,22 @@ class Ledger {
 
   // Visits every record from options.from_seq to the head in order, verifying each:
   // checksum, FlatBuffers Verifier, seq key == Sequencing.seq == expected (no gap),
-  // prev_chain == chain so far; at the end, that the last record's chain equals the
-  // chain head in "meta". Errors are kCorruption and begin "seq N: ". A visitor error
-  // stops the scan and is returned as is. Records appended during a Scan may or may
-  // not be visited.
+  // the transaction position (whole transactions), prev_chain == chain so far; at
+  // the end, that the last record's chain equals the chain head in "meta" and that
+  // the last transaction is whole. Errors are kCorruption and begin "seq N: ". A
+  // visitor error stops the scan and is returned as is. Records appended during a
+  // Scan may or may not be visited.
   Status Scan(const ScanOptions& options,
               const std::function<Status(const RecordView&)>& visit) const;
 
   // Like Scan with keep_going false — the same checks, the same records visited in
   // the same order, the same result for any ledger and visitor — but on two threads:
-  // a second thread reads each record and checks all but the chain; the calling
-  // thread checks the chain and calls `visit` with runs of consecutive verified
-  // records (valid only during the call), one call at a time. For replay, where
-  // reading and applying then overlap. kInvalidArgument if options.keep_going.
+  // a second thread reads each record and checks its position, size and checksum;
+  // the calling thread runs the other checks (the second thread takes their order-
+  // free part, the Verifier and each record's hash, while the calling thread lags)
+  // and calls `visit` with runs of consecutive verified records (valid only during
+  // the call), one call at a time. For replay, where reading and applying then
+  // overlap. kInvalidArgument if options.keep_going.
   Status ScanBatches(const ScanOptions& options,
                      const std::function<Status(std::span<const RecordView>)>& visit) const;
 

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -468,6 +469,13 @@ bool State::Prefault(std::size_t bytes) {
   return prefault_next_ < prefault_end_;
 }
 
+std::uintptr_t State::CatalogPageAfterLocked(std::size_t entries, bool round_up) const {
+  const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+  const std::uintptr_t end =
+      reinterpret_cast<std::uintptr_t>(tokens_.data()) + entries * sizeof(StoredToken);
+  return (end + (round_up ? page - 1 : 0)) & ~(page - 1);
+}
+
 void State::ResizeCatalogLocked(std::size_t n) {
   if (n <= tokens_.capacity()) {
     tokens_.resize(n);  // in place: Prefault may go on
@@ -496,11 +504,10 @@ void State::ReserveForRecords(std::uint64_t records) {
       const std::uintptr_t from = (begin + huge - 1) & ~(huge - 1), to = end & ~(huge - 1);
       if (from < to) madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE);
       // For Prefault: the pages of the entries after those in use, up to as many
-      // tokens as the index is sized for below (whole 4 KiB pages of tokens_ only).
-      const std::uintptr_t page = 4096;
+      // tokens as the index is sized for below (whole pages of tokens_ only).
       const std::uint64_t entries = std::max<std::uint64_t>(records / 2 + 1, tokens_.size());
-      prefault_next_ = (begin + tokens_.size() * sizeof(StoredToken) + page - 1) & ~(page - 1);
-      prefault_end_ = (begin + entries * sizeof(StoredToken)) & ~(page - 1);
+      prefault_next_ = CatalogPageAfterLocked(tokens_.size(), /*round_up=*/true);
+      prefault_end_ = CatalogPageAfterLocked(entries, /*round_up=*/false);
     }
     // A token makes at most two records (its creation and its revocation), so unless
     // the user records outnumber the live tokens, N records hold at least N/2 tokens:
@@ -524,9 +531,7 @@ void State::Compact() {
     // their pages go back; tokens_ keeps the capacity, and those pages fault in again,
     // zero, if tokens land there. The part Prefault had not reached yet is untouched.
     std::lock_guard lock(prefault_mu_);
-    const std::uintptr_t page = 4096;
-    const auto begin = reinterpret_cast<std::uintptr_t>(tokens_.data());
-    const std::uintptr_t unused = (begin + tokens_.size() * sizeof(StoredToken) + page - 1) & ~(page - 1);
+    const std::uintptr_t unused = CatalogPageAfterLocked(tokens_.size(), /*round_up=*/true);
     if (unused < prefault_next_) {
       madvise(reinterpret_cast<void*>(unused), prefault_next_ - unused, MADV_DONTNEED);
     }

@@ -159,6 +159,9 @@ class State final : public ledger::Listener {
   TokenMeta MetaLocked(std::uint64_t token_id) const;  // REQUIRES: HasTokenLocked
   // tokens_.resize(n), telling Prefault first if tokens_ moves. REQUIRES: mu_ held.
   void ResizeCatalogLocked(std::size_t n);
+  // The address of the end of the first `entries` entries of tokens_, rounded to a
+  // page boundary (up or down). REQUIRES: mu_ held.
+  std::uintptr_t CatalogPageAfterLocked(std::size_t entries, bool round_up) const;
 
   index::TokenIndex index_;
   index::UserFlags user_flags_;
