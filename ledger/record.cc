@@ -60,11 +60,6 @@ std::string Hex64(std::uint64_t v) {
 
 }  // namespace
 
-Status ChainChecker::Check(RecordView* view) {
-  view->chain = NextChain(StoredPrevChain(*view->envelope), view->envelope_bytes);
-  return CheckHashed(view);
-}
-
 Status ChainChecker::CheckHashed(RecordView* view) {
   const std::uint64_t seq = view->seq;
   const ChainHash prev = StoredPrevChain(*view->envelope);
@@ -83,8 +78,7 @@ Status ChainChecker::CheckHashed(RecordView* view) {
 void RecordVerifier::Resync(std::uint64_t seq) {
   // The record after `seq` is judged on its own.
   expected_seq_ = seq + 1;
-  chain_.Forget();
-  txn_.Forget();
+  checks_.Forget();
 }
 
 Status RecordVerifier::Damaged(std::uint64_t seq, std::string what) {
@@ -214,40 +208,26 @@ Status DeferredChecker::Check(RecordView* view) {
 
 Status RecordVerifier::CheckRecord(std::uint64_t seq, std::string_view value,
                                    RecordView* view) {
-  if (chain_mode_ == Chain::kDeferred) {
-    if (reinterpret_cast<std::uintptr_t>(value.data()) % alignof(std::uint64_t) != 0) {
-      // The caller's bug (ScanPipeline::Stage aligns): the bytes would not outlive
-      // this call.
-      return Status::Internal("seq " + std::to_string(seq) +
-                              ": a deferred check needs an 8-byte aligned value");
-    }
-    std::span<const std::uint8_t> bytes;
-    if (Status s = CheckChecksum(seq, value, &aligned_, &bytes); !s.ok()) {
-      Resync(seq);
-      return s;
-    }
-    view->seq = seq;
-    view->envelope_bytes = bytes;
-    view->envelope = nullptr;  // DeferredChecker::Check fills it
-    expected_seq_ = seq + 1;
-    return Status::OK();
+  if (chain_mode_ == Chain::kDeferred &&
+      reinterpret_cast<std::uintptr_t>(value.data()) % alignof(std::uint64_t) != 0) {
+    // The caller's bug (ScanPipeline::Stage aligns): the bytes would not outlive this
+    // call.
+    return Status::Internal("seq " + std::to_string(seq) +
+                            ": a deferred check needs an 8-byte aligned value");
   }
   std::span<const std::uint8_t> bytes;
-  const schema::Envelope* env = nullptr;
-  if (Status s = CheckStoredValue(seq, value, &aligned_, &bytes, &env); !s.ok()) {
-    Resync(seq);
-    return s;
-  }
-  if (Status s = txn_.Check(seq, *env->sequencing()); !s.ok()) {
+  if (Status s = CheckChecksum(seq, value, &aligned_, &bytes); !s.ok()) {
     Resync(seq);
     return s;
   }
   view->seq = seq;
   view->envelope_bytes = bytes;
-  view->envelope = env;
-  if (Status s = chain_.Check(view); !s.ok()) {
-    Resync(seq);
-    return s;
+  view->envelope = nullptr;  // checks_.Check fills it, here or in the caller
+  if (chain_mode_ == Chain::kInline) {
+    if (Status s = checks_.Check(view); !s.ok()) {
+      Resync(seq);
+      return s;
+    }
   }
   expected_seq_ = seq + 1;
   return Status::OK();
@@ -262,13 +242,14 @@ Status RecordVerifier::CheckEnd(std::uint64_t head_seq,
                               " but the head in meta is seq " + std::to_string(head_seq) +
                               ")");
   }
-  if (!chain_.known()) return Status::OK();  // the last record was damaged: reported
-  if (chain_.chain() != head_chain) {
+  const ChainChecker& chain = checks_.chain_;
+  if (!chain.known()) return Status::OK();  // the last record was damaged: reported
+  if (chain.chain() != head_chain) {
     return Status::Corruption("seq " + std::to_string(last) + ": chain(" +
-                              std::to_string(last) + ") is " + Hex(chain_.chain()) +
+                              std::to_string(last) + ") is " + Hex(chain.chain()) +
                               " but the head in meta says " + Hex(head_chain));
   }
-  if (const std::string missing = txn_.Incomplete(); !missing.empty()) {
+  if (const std::string missing = checks_.txn_.Incomplete(); !missing.empty()) {
     return Status::Corruption("seq " + std::to_string(last) +
                               ": the last transaction is incomplete (" + missing + ")");
   }

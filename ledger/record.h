@@ -67,16 +67,15 @@ class TxnChecker {
 // envelope). Records are given in sequence order from seq 1 (chain(0), 32 zero
 // bytes), or after Forget() from any record, whose prev_chain is then trusted.
 // Split from RecordVerifier so that the hashing, the costliest check, can run on
-// another thread than the reading (Ledger::ScanBatches, with DeferredChecker).
+// another thread than the reading (Ledger::ScanBatches, with DeferredChecker), and
+// the hash itself, which needs no other record, on either (VerifyAndHash).
 class ChainChecker {
  public:
-  // Checks *view (whose other checks passed) against the chain so far; on OK sets
-  // view->chain = chain(view->seq) and advances. Corruption "seq N: chain mismatch
-  // (...)" otherwise, and the chain is then unknown.
-  Status Check(RecordView* view);
-  // As Check, for a record whose view->chain already holds SHA-256(its prev_chain ||
-  // its envelope) (VerifyAndHash, maybe on another thread): only the comparison,
-  // which is the part that needs the records in order.
+  // Checks *view (whose other checks passed, and whose view->chain already holds
+  // SHA-256(its prev_chain || its envelope): VerifyAndHash) against the chain so far:
+  // the comparison, which is the part that needs the records in order. On OK
+  // view->chain is chain(view->seq) and the chain advances. Corruption "seq N: chain
+  // mismatch (...)" otherwise, and the chain is then unknown.
   Status CheckHashed(RecordView* view);
   // The next record's prev_chain will be trusted (after damage).
   void Forget() { known_ = false; }
@@ -95,11 +94,12 @@ class ChainChecker {
 // which is chain(seq) if the chain holds up to it. Any thread.
 Status VerifyAndHash(RecordView* view);
 
-// The checks RecordVerifier::Chain::kDeferred leaves to its caller, for records
-// given in order: CheckEnvelope, the transaction position and the chain. Run by
-// Ledger::ScanBatches's applying thread; the reading thread may have done the
-// order-free part (VerifyAndHash) of some records already, to balance the two
-// threads (docs/PERFORMANCE.md §3).
+// The checks of a checksummed record that read its envelope, for records given in
+// order: CheckEnvelope, the transaction position and the chain. A RecordVerifier
+// runs them itself (Chain::kInline, Scan) or leaves them to its caller
+// (Chain::kDeferred): Ledger::ScanBatches's applying thread, where the reading thread
+// may have done the order-free part (VerifyAndHash) of some records already, to
+// balance the two threads (docs/PERFORMANCE.md §3).
 class DeferredChecker {
  public:
   // *view has seq and envelope_bytes (checksummed) set, and envelope either null or,
@@ -107,9 +107,15 @@ class DeferredChecker {
   // "seq N: ..." otherwise (in Scan's order of checks whichever thread found it);
   // after it, nothing more may be checked.
   Status Check(RecordView* view);
+  // The next record's transaction position and prev_chain will be trusted (after
+  // damage).
+  void Forget() {
+    txn_.Forget();
+    chain_.Forget();
+  }
 
  private:
-  friend class RecordVerifier;  // AdoptDeferred
+  friend class RecordVerifier;  // CheckEnd
   TxnChecker txn_;
   ChainChecker chain_;
 };
@@ -152,10 +158,7 @@ class RecordVerifier {
 
   // Chain::kDeferred: takes the state of the DeferredChecker that checked every record
   // this verifier accepted.
-  void AdoptDeferred(const DeferredChecker& checked) {
-    chain_ = checked.chain_;
-    txn_ = checked.txn_;
-  }
+  void AdoptDeferred(const DeferredChecker& checked) { checks_ = checked; }
 
  private:
   void Resync(std::uint64_t seq);
@@ -163,10 +166,10 @@ class RecordVerifier {
 
   const Chain chain_mode_;
   std::uint64_t expected_seq_ = 1;
-  // chain(expected_seq_ - 1), if known (after damage, not until the next intact
-  // record). With Chain::kDeferred, only after AdoptChain.
-  ChainChecker chain_;
-  TxnChecker txn_;  // with Chain::kDeferred, only after AdoptDeferred
+  // The transaction position and chain(expected_seq_ - 1), if known (after damage,
+  // not until the next intact record). With Chain::kDeferred, only after
+  // AdoptDeferred.
+  DeferredChecker checks_;
   std::vector<std::uint64_t> aligned_;  // see CheckStoredValue
 };
 
