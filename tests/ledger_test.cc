@@ -23,7 +23,6 @@
 #include <atomic>
 #include <boost/test/unit_test.hpp>
 #include <cerrno>
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -39,7 +38,7 @@
 
 #include "ledger/damage.h"
 #include "ledger/format.h"
-#include "ledger/scan_pipeline.h"
+#include "ledger/record.h"
 #include "ledger/table_check.h"
 #include "ledger/wal_file.h"
 #include "tests/test_util.h"
@@ -267,32 +266,35 @@ struct LedgerFixture {
     v[v.size() / 2] ^= 0x40;
     RawPut(seq, v);
   }
-  // Re-stores the record with a different prev_chain and a valid checksum.
-  void Rechain(std::uint64_t seq) {
+  // Re-stores the record after `change` edited its envelope in place, with a valid
+  // checksum.
+  template <typename F>
+  void Reseal(std::uint64_t seq, F change) {
     std::string v = RawGet(seq);
     std::string env = v.substr(0, v.size() - fmt::kChecksumSize);
-    auto* prev = schema::GetMutableEnvelope(env.data())->mutable_sequencing();
-    auto* bytes = prev->mutable_prev_chain().mutable_bytes();
-    bytes->Mutate(0, bytes->Get(0) ^ 0xff);
+    change(schema::GetMutableEnvelope(env.data()));
     RawPut(seq, Seal(env));
+  }
+  // Re-stores the record with a different prev_chain and a valid checksum.
+  void Rechain(std::uint64_t seq) {
+    Reseal(seq, [](schema::Envelope* env) {
+      auto* bytes = env->mutable_sequencing()->mutable_prev_chain().mutable_bytes();
+      bytes->Mutate(0, bytes->Get(0) ^ 0xff);
+    });
   }
   // Re-stores the record with another transaction position and a valid checksum.
   void SetTxnPosition(std::uint64_t seq, std::uint16_t index, std::uint16_t count) {
-    std::string v = RawGet(seq);
-    std::string env = v.substr(0, v.size() - fmt::kChecksumSize);
-    auto* sq = schema::GetMutableEnvelope(env.data())->mutable_sequencing();
-    sq->mutate_txn_index(index);
-    sq->mutate_txn_count(count);
-    RawPut(seq, Seal(env));
+    Reseal(seq, [&](schema::Envelope* env) {
+      env->mutable_sequencing()->mutate_txn_index(index);
+      env->mutable_sequencing()->mutate_txn_count(count);
+    });
   }
   // Changes the event's content and re-seals it with a valid checksum.
   void AlterTokenId(std::uint64_t seq) {
-    std::string v = RawGet(seq);
-    std::string env = v.substr(0, v.size() - fmt::kChecksumSize);
-    auto* e = static_cast<schema::TokenRevoked*>(
-        schema::GetMutableEnvelope(env.data())->mutable_event());
-    BOOST_REQUIRE(e->mutate_token_id(e->token_id() + 1000));
-    RawPut(seq, Seal(env));
+    Reseal(seq, [](schema::Envelope* env) {
+      auto* e = static_cast<schema::TokenRevoked*>(env->mutable_event());
+      BOOST_REQUIRE(e->mutate_token_id(e->token_id() + 1000));
+    });
   }
 };
 
